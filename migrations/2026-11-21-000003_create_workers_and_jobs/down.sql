@@ -1,0 +1,3 @@
+DROP TABLE jobs;
+DROP TABLE workers;
+DROP TABLE worker_pools;

@@ -1,0 +1,204 @@
+//! Command-line interface: argument definitions and the commands behind them. Commands that
+//! create or list something take `--json` and then print only JSON on stdout; logs go to stderr.
+//! Errors carry their exit code: 2 for usage and configuration errors, 1 for runtime failures.
+
+pub mod operator;
+pub mod tenant;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use diesel::{Connection, PgConnection};
+use serde::Serialize;
+
+use crate::config::{CONFIG_ENV, Config, ConfigError};
+use crate::db::{DbError, migrations, partitions, redact_url};
+use crate::startup::Application;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Multi-tenant gateway for self-hosted AI model workers"
+)]
+pub struct Cli {
+    /// Configuration file (TOML); GATEHOUSE__SECTION__KEY variables override it.
+    #[arg(long, global = true, env = CONFIG_ENV, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (production entry point).
+    Serve {
+        /// Apply pending database migrations before serving.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Apply pending database migrations (under an advisory lock; safe to run concurrently).
+    Migrate {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run everything locally: a private PostgreSQL cluster, demo data and the gateway.
+    Dev(crate::dev::DevArgs),
+    /// Load and validate the configuration, then print it with secrets redacted.
+    CheckConfig,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: tenant::TenantCommand,
+    },
+    /// Manage platform operator accounts.
+    Operator {
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
+    },
+}
+
+/// Shared `--json` flag.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Output {
+    /// Print JSON only (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0:#}")]
+    Runtime(#[from] anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::Config(_) => 2,
+            CliError::Runtime(_) => 1,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+
+    pub fn runtime(message: impl std::fmt::Display) -> Self {
+        CliError::Runtime(anyhow::anyhow!("{message}"))
+    }
+}
+
+impl From<DbError> for CliError {
+    fn from(e: DbError) -> Self {
+        CliError::runtime(e)
+    }
+}
+
+impl From<diesel::result::Error> for CliError {
+    fn from(e: diesel::result::Error) -> Self {
+        CliError::from(DbError::from(e))
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let config = Config::load(cli.config.as_deref())?;
+    crate::telemetry::init(&config.log);
+    match cli.command {
+        Command::CheckConfig => check_config(&config),
+        Command::Serve { migrate } => serve(config, migrate),
+        Command::Migrate { json } => migrate(&config, json),
+        Command::Dev(args) => crate::dev::run(config, args),
+        Command::Tenant { command } => tenant::run(&config, command),
+        Command::Operator { command } => operator::run(&config, command),
+    }
+}
+
+fn check_config(config: &Config) -> Result<(), CliError> {
+    config.validate()?;
+    let text = toml::to_string_pretty(config)
+        .map_err(|e| CliError::runtime(format!("cannot render configuration: {e}")))?;
+    println!("# configuration is valid (secrets redacted)\n{text}");
+    Ok(())
+}
+
+fn serve(config: Config, migrate_first: bool) -> Result<(), CliError> {
+    config.validate()?;
+    config.database_url()?;
+    if let Some(roots) = crate::tls::probe_ca_roots() {
+        tracing::debug!(ca_roots = %roots, "outbound CA roots found");
+    } else {
+        tracing::warn!(
+            "no system CA bundle found; outbound HTTPS to workers will fail (install ca-certificates)"
+        );
+    }
+    if migrate_first {
+        let applied = migrations::run_pending(&mut connect(&config)?)?;
+        tracing::info!(applied = ?applied, "migrations applied");
+    }
+    actix_rt::System::new().block_on(async move {
+        let app = Application::build(config).await?;
+        app.run_until_stopped().await
+    })?;
+    Ok(())
+}
+
+fn migrate(config: &Config, json: bool) -> Result<(), CliError> {
+    config.validate()?;
+    let mut conn = connect(config)?;
+    let applied = migrations::run_pending(&mut conn)?;
+    let report = partitions::maintain(&mut conn, chrono::Utc::now(), &config.retention)?;
+    if json {
+        print_json(&serde_json::json!({
+            "applied": applied,
+            "partitions_created": report.created,
+            "partitions_dropped": report.dropped,
+        }))?;
+    } else if applied.is_empty() {
+        println!("database schema is up to date; no migrations applied");
+    } else {
+        println!(
+            "applied {} migration(s): {}",
+            applied.len(),
+            applied.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// One connection for a CLI command. No retry: a command run by a person should fail fast.
+pub fn connect(config: &Config) -> Result<PgConnection, CliError> {
+    let url = config.database_url()?;
+    PgConnection::establish(url).map_err(|e| {
+        CliError::runtime(format!(
+            "cannot connect to the database at {}: {e}",
+            redact_url(url)
+        ))
+    })
+}
+
+/// A connection to a database whose schema is current (partitions created ahead), for commands
+/// that read or write data.
+pub fn connect_current(config: &Config) -> Result<PgConnection, CliError> {
+    let mut conn = connect(config)?;
+    let pending = migrations::pending(&mut conn)?;
+    if !pending.is_empty() {
+        return Err(CliError::runtime(format!(
+            "the database schema is behind this binary ({} pending migration(s)); run `gatehouse migrate` first",
+            pending.len()
+        )));
+    }
+    partitions::maintain(&mut conn, chrono::Utc::now(), &config.retention)?;
+    Ok(conn)
+}
+
+pub fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::runtime(format!("cannot render JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! `gatehouse tenant create|list|show|disable`.
+
+use clap::Subcommand;
+use diesel::{Connection, PgConnection};
+
+use super::{CliError, Output, connect_current, print_json};
+use crate::config::Config;
+use crate::db::audit::{self, ActorKind, AuditEvent, Outcome};
+use crate::db::tenants::{self, NewTenant, Tenant, TenantView};
+use crate::db::{DbError, plans};
+use crate::domain::{Slug, TenantId, TimeZone, validate_tenant_name};
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// Display name, e.g. "Acme Corp".
+        #[arg(long)]
+        name: String,
+        /// URL-safe handle; derived from the name when omitted.
+        #[arg(long)]
+        slug: Option<String>,
+        /// IANA time zone for daily and monthly quota periods.
+        #[arg(long, default_value = "UTC")]
+        time_zone: String,
+        /// Plan name.
+        #[arg(long, default_value = "default")]
+        plan: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List every tenant.
+    List {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Show one tenant (by id or slug).
+    Show {
+        tenant: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Disable a tenant: its credentials stop working (by id or slug).
+    Disable {
+        tenant: String,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+pub fn run(config: &Config, command: TenantCommand) -> Result<(), CliError> {
+    match command {
+        TenantCommand::Create {
+            name,
+            slug,
+            time_zone,
+            plan,
+            output,
+        } => {
+            let name =
+                validate_tenant_name(&name).map_err(|e| CliError::Usage(format!("--name: {e}")))?;
+            let slug = match slug {
+                Some(s) => Slug::parse(&s),
+                None => Slug::from_name(name),
+            }
+            .map_err(|e| CliError::Usage(format!("--slug: {e}")))?;
+            let tz = TimeZone::parse(&time_zone)
+                .map_err(|e| CliError::Usage(format!("--time-zone: {e}")))?;
+            let mut conn = connect_current(config)?;
+            let view = create(&mut conn, name, &slug, tz, &plan)?;
+            if output.json {
+                print_json(&view)
+            } else {
+                println!(
+                    "created tenant {} ({}) with id {}",
+                    view.name, view.slug, view.id
+                );
+                Ok(())
+            }
+        }
+        TenantCommand::List { output } => {
+            let mut conn = connect_current(config)?;
+            let list = tenants::list_all(&mut conn)?;
+            if output.json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<27} {:<24} {:<9} {:<12} NAME",
+                "ID", "SLUG", "STATUS", "PLAN"
+            );
+            for t in list {
+                println!(
+                    "{:<27} {:<24} {:<9} {:<12} {}",
+                    t.id, t.slug, t.status, t.plan, t.name
+                );
+            }
+            Ok(())
+        }
+        TenantCommand::Show { tenant, output } => {
+            let mut conn = connect_current(config)?;
+            let found = resolve(&mut conn, &tenant)?;
+            let view = tenants::find_view(&mut conn, &found.id())?;
+            if output.json {
+                print_json(&view)
+            } else {
+                print_human(&view);
+                Ok(())
+            }
+        }
+        TenantCommand::Disable { tenant, output } => {
+            let mut conn = connect_current(config)?;
+            let found = resolve(&mut conn, &tenant)?;
+            let id = found.id();
+            let changed = conn.transaction(|conn| {
+                let changed = tenants::disable(conn, &id)?;
+                if changed {
+                    audit::insert(
+                        conn,
+                        &AuditEvent::new(ActorKind::System, "tenant.disable", Outcome::Success)
+                            .tenant(&id)
+                            .actor("cli")
+                            .target("tenant", id.as_str()),
+                    )?;
+                }
+                diesel::QueryResult::Ok(changed)
+            })?;
+            let view = tenants::find_view(&mut conn, &id)?;
+            if output.json {
+                print_json(&view)
+            } else {
+                println!(
+                    "tenant {} is {}",
+                    view.slug,
+                    if changed {
+                        "now disabled"
+                    } else {
+                        "already disabled"
+                    }
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Creates a tenant on the named plan and audits it, in one transaction.
+pub fn create(
+    conn: &mut PgConnection,
+    name: &str,
+    slug: &Slug,
+    tz: TimeZone,
+    plan: &str,
+) -> Result<TenantView, CliError> {
+    let plan = plans::find_by_name(conn, plan).map_err(|e| match e {
+        diesel::result::Error::NotFound => {
+            CliError::Usage(format!("--plan: no plan named `{plan}`"))
+        }
+        other => CliError::from(other),
+    })?;
+    let id = TenantId::generate();
+    let result = conn.transaction(|conn| {
+        tenants::insert(
+            conn,
+            &NewTenant {
+                id: id.as_str(),
+                slug: slug.as_str(),
+                name,
+                time_zone: tz.name(),
+                plan_id: &plan.id,
+            },
+        )?;
+        audit::insert(
+            conn,
+            &AuditEvent::new(ActorKind::System, "tenant.create", Outcome::Success)
+                .tenant(&id)
+                .actor("cli")
+                .target("tenant", id.as_str())
+                .details(serde_json::json!({ "slug": slug.as_str(), "plan": plan.name })),
+        )?;
+        tenants::find_view(conn, &id)
+    });
+    result.map_err(|e| match DbError::from(e) {
+        DbError::Conflict(_) => CliError::runtime(format!(
+            "a tenant with slug `{slug}` already exists (choose another with --slug)"
+        )),
+        other => other.into(),
+    })
+}
+
+/// Finds a tenant by id (`ten_…`) or slug.
+pub fn resolve(conn: &mut PgConnection, key: &str) -> Result<Tenant, CliError> {
+    let found = if key.starts_with("ten_") {
+        let id = TenantId::parse(key).map_err(|e| CliError::Usage(e.to_string()))?;
+        tenants::find(conn, &id)
+    } else {
+        let slug = Slug::parse(key).map_err(|e| CliError::Usage(e.to_string()))?;
+        tenants::find_by_slug(conn, &slug)
+    };
+    found.map_err(|e| match e {
+        diesel::result::Error::NotFound => CliError::runtime(format!("no tenant `{key}`")),
+        other => other.into(),
+    })
+}
+
+fn print_human(t: &TenantView) {
+    println!("id:         {}", t.id);
+    println!("slug:       {}", t.slug);
+    println!("name:       {}", t.name);
+    println!("status:     {}", t.status);
+    println!("plan:       {}", t.plan);
+    println!("time zone:  {}", t.time_zone);
+    println!("created at: {}", t.created_at.to_rfc3339());
+    if let Some(at) = t.disabled_at {
+        println!("disabled:   {}", at.to_rfc3339());
+    }
+}

@@ -1,0 +1,130 @@
+//! Tenants. Listing every tenant is an operator capability and says so in its name (`list_all`);
+//! everything else addresses one tenant by its `TenantId` or slug.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::Serialize;
+
+use super::schema::{plans, tenants};
+use crate::domain::{PlanId, Slug, TenantId, TenantStatus};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = tenants, check_for_backend(diesel::pg::Pg))]
+pub struct Tenant {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub status: String,
+    pub time_zone: String,
+    pub plan_id: String,
+    pub prompt_deny_patterns: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+impl Tenant {
+    pub fn id(&self) -> TenantId {
+        TenantId::from_trusted(self.id.clone())
+    }
+
+    pub fn status(&self) -> TenantStatus {
+        self.status.parse().unwrap_or(TenantStatus::Disabled)
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = tenants)]
+pub struct NewTenant<'a> {
+    pub id: &'a str,
+    pub slug: &'a str,
+    pub name: &'a str,
+    pub time_zone: &'a str,
+    pub plan_id: &'a str,
+}
+
+/// A tenant with its plan's name, as shown by the CLI and the management API.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantView {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub status: String,
+    pub time_zone: String,
+    pub plan: String,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+impl TenantView {
+    fn from_parts((t, plan): (Tenant, String)) -> Self {
+        TenantView {
+            id: t.id,
+            slug: t.slug,
+            name: t.name,
+            status: t.status,
+            time_zone: t.time_zone,
+            plan,
+            created_at: t.created_at,
+            disabled_at: t.disabled_at,
+        }
+    }
+}
+
+pub fn insert(conn: &mut PgConnection, new: &NewTenant<'_>) -> QueryResult<Tenant> {
+    diesel::insert_into(tenants::table)
+        .values(new)
+        .returning(Tenant::as_returning())
+        .get_result(conn)
+}
+
+pub fn find(conn: &mut PgConnection, id: &TenantId) -> QueryResult<Tenant> {
+    tenants::table
+        .find(id.as_str())
+        .select(Tenant::as_select())
+        .first(conn)
+}
+
+pub fn find_by_slug(conn: &mut PgConnection, slug: &Slug) -> QueryResult<Tenant> {
+    tenants::table
+        .filter(tenants::slug.eq(slug.as_str()))
+        .select(Tenant::as_select())
+        .first(conn)
+}
+
+pub fn find_view(conn: &mut PgConnection, id: &TenantId) -> QueryResult<TenantView> {
+    tenants::table
+        .inner_join(plans::table)
+        .filter(tenants::id.eq(id.as_str()))
+        .select((Tenant::as_select(), plans::name))
+        .first(conn)
+        .map(TenantView::from_parts)
+}
+
+/// Every tenant, oldest first. Operator capability.
+pub fn list_all(conn: &mut PgConnection) -> QueryResult<Vec<TenantView>> {
+    tenants::table
+        .inner_join(plans::table)
+        .order((tenants::created_at, tenants::id))
+        .select((Tenant::as_select(), plans::name))
+        .load(conn)
+        .map(|rows| rows.into_iter().map(TenantView::from_parts).collect())
+}
+
+/// Disables a tenant; returns false when it was already disabled.
+pub fn disable(conn: &mut PgConnection, id: &TenantId) -> QueryResult<bool> {
+    let now = Utc::now();
+    let changed = diesel::update(tenants::table.find(id.as_str()))
+        .filter(tenants::status.eq(TenantStatus::Active.as_str()))
+        .set((
+            tenants::status.eq(TenantStatus::Disabled.as_str()),
+            tenants::disabled_at.eq(Some(now)),
+            tenants::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(changed == 1)
+}
+
+pub fn plan_id_of(tenant: &Tenant) -> PlanId {
+    PlanId::from_trusted(tenant.plan_id.clone())
+}

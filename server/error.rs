@@ -1,0 +1,255 @@
+//! `ApiError`: one error type chosen by HTTP meaning, rendered in OpenAI's shape
+//! `{"error":{"message","type","param","code"}}` so OpenAI SDKs raise their usual exceptions.
+//! The `code` strings are a contract with clients: stable and snake_case. 5xx bodies are opaque
+//! and carry the request id; the cause is logged once, here.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::db::DbError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        param: Option<&'static str>,
+    },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{message}")]
+    Validation {
+        message: String,
+        param: Option<&'static str>,
+    },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after: Duration,
+    },
+    #[error("the upstream worker did not answer in time")]
+    UpstreamTimeout,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: &'a str,
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::Unauthorized(_) => "invalid_api_key",
+            ApiError::Forbidden(_) => "insufficient_scope",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Validation { .. } => "invalid_value",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::RateLimited { .. } => "rate_limit_exceeded",
+            ApiError::Unavailable { .. } => "service_unavailable",
+            ApiError::UpstreamTimeout => "upstream_timeout",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// OpenAI's error `type` for the status class.
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized(_) => "authentication_error",
+            ApiError::Forbidden(_) => "permission_error",
+            ApiError::NotFound(_) => "not_found_error",
+            ApiError::RateLimited { .. } => "rate_limit_error",
+            ApiError::Internal(_) | ApiError::Unavailable { .. } | ApiError::UpstreamTimeout => {
+                "server_error"
+            }
+            _ => "invalid_request_error",
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            ApiError::BadRequest { param, .. } | ApiError::Validation { param, .. } => *param,
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let message = if status.is_server_error() {
+            let request_id =
+                crate::telemetry::current_request_id().unwrap_or_else(|| "unknown".into());
+            if let ApiError::Internal(cause) = self {
+                tracing::error!(error = format!("{cause:#}"), "request failed");
+            } else {
+                tracing::warn!(error = %self, status = status.as_u16(), "request failed");
+            }
+            match self {
+                ApiError::Internal(_) => format!("internal error (request id {request_id})"),
+                other => format!("{other} (request id {request_id})"),
+            }
+        } else {
+            self.to_string()
+        };
+        let mut response = HttpResponse::build(status);
+        if let ApiError::RateLimited { retry_after, .. }
+        | ApiError::Unavailable { retry_after, .. } = self
+        {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.insert_header((header::RETRY_AFTER, value));
+            }
+        }
+        response.json(Body {
+            error: Detail {
+                message,
+                kind: self.kind(),
+                param: self.param(),
+                code: self.code(),
+            },
+        })
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(message) => {
+                tracing::warn!(error = %message, "database unavailable");
+                ApiError::Unavailable {
+                    message: "the database is unavailable; retry shortly".into(),
+                    retry_after: Duration::from_secs(2),
+                }
+            }
+            DbError::NotFound => ApiError::NotFound("not found".into()),
+            DbError::Conflict(constraint) => {
+                ApiError::Conflict(format!("already exists ({constraint})"))
+            }
+            DbError::Query(e) => {
+                ApiError::Internal(anyhow::Error::new(e).context("database query failed"))
+            }
+            DbError::Other(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// JSON body errors from actix's extractor, in our shape: 413 past the limit, 415 for a wrong
+/// content type, 400 for malformed JSON.
+pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    let api = match &err {
+        E::Overflow { .. } | E::OverflowKnownLength { .. } => ApiError::PayloadTooLarge { limit },
+        E::ContentType => {
+            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
+        }
+        E::Deserialize(e) if e.is_data() => ApiError::Validation {
+            message: format!("invalid request body: {e}"),
+            param: None,
+        },
+        E::Deserialize(e) => ApiError::bad_request(
+            "invalid_json",
+            format!("request body is not valid JSON: {e}"),
+        ),
+        _ => ApiError::bad_request(
+            "invalid_body",
+            format!("could not read the request body: {err}"),
+        ),
+    };
+    api.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn body_of(e: &ApiError) -> serde_json::Value {
+        let bytes = e.error_response().into_body().try_into_bytes().unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn openai_shape() {
+        let v = body_of(&ApiError::NotFound("model `x` does not exist".into()));
+        assert_eq!(v["error"]["type"], "not_found_error");
+        assert_eq!(v["error"]["code"], "not_found");
+        assert_eq!(v["error"]["message"], "model `x` does not exist");
+        assert!(v["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn internal_errors_are_opaque() {
+        let e = ApiError::Internal(anyhow::anyhow!("password=hunter2 in a cause"));
+        let v = body_of(&e);
+        assert!(!v.to_string().contains("hunter2"));
+        assert_eq!(e.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn unavailable_has_retry_after() {
+        let e: ApiError = DbError::Unavailable("pool timeout".into()).into();
+        let resp = e.error_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers().get(header::RETRY_AFTER).unwrap(), "2");
+    }
+}

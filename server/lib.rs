@@ -1,0 +1,18 @@
+//! Gatehouse: a multi-tenant gateway in front of self-hosted AI model workers.
+//!
+//! One binary is the OAuth2 authorization server, the OpenAI-compatible gateway, the GPU job
+//! scheduler, the usage meter and the admin dashboard. This file only lists the modules; each
+//! module's own `//!` line says what belongs in it.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod dev;
+pub mod domain;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,213 @@
+//! `Application`: builds the whole server from a `Config` (database, listener, TLS, middleware,
+//! routes, background maintenance) and runs it until a shutdown signal. Tests build the very same
+//! thing on port 0.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{self, DefaultHeaders};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tracing_actix_web::TracingLogger;
+
+use crate::config::Config;
+use crate::db::{Db, partitions, redact_url};
+use crate::state::AppState;
+use crate::telemetry::{GatehouseRootSpan, request_id_middleware};
+
+/// How often partitions are created ahead and expired ones dropped.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
+
+pub struct Application {
+    port: u16,
+    tls: bool,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Self::build_with(config, |_| {}).await
+    }
+
+    /// Like `build`, with extra routes mounted beside the real ones (tests use this to add a
+    /// deliberately slow endpoint for the graceful-shutdown check).
+    pub async fn build_with<F>(config: Config, extra_routes: F) -> anyhow::Result<Application>
+    where
+        F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+    {
+        config.validate()?;
+        let url = config.database_url()?.to_owned();
+        let db = Db::new(&url, &config.database);
+        db.wait_until_reachable(Duration::from_secs(config.database.startup_timeout_s))
+            .await
+            .with_context(|| format!("database {} is unreachable", redact_url(&url)))?;
+        run_maintenance(&db, &config).await;
+
+        let config = Arc::new(config);
+        let state = web::Data::new(AppState {
+            db,
+            config: config.clone(),
+        });
+        let addr = config.listen_addr()?;
+        let listener =
+            TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        let port = listener.local_addr()?.port();
+        let tls = config.tls.enabled();
+        let max_body = config.server.max_body_bytes;
+
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            let security_headers = security_headers(tls);
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body)
+                        .error_handler(move |e, _| crate::error::json_error(e, max_body)),
+                )
+                .app_data(web::FormConfig::default().limit(max_body))
+                .wrap(security_headers)
+                .wrap(middleware::from_fn(request_id_middleware))
+                .wrap(TracingLogger::<GatehouseRootSpan>::new())
+                .configure(crate::routes::configure)
+                .configure(extra_routes.clone())
+                .default_service(web::to(crate::routes::not_found))
+        })
+        .shutdown_timeout(config.server.shutdown_timeout_s)
+        .keep_alive(Duration::from_secs(config.server.keep_alive_s))
+        .client_request_timeout(Duration::from_millis(
+            config.server.client_request_timeout_ms,
+        ))
+        .disable_signals();
+        if config.server.workers > 0 {
+            server = server.workers(config.server.workers);
+        }
+        let server = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => {
+                server.listen_rustls_0_23(listener, crate::tls::server_config(cert, key)?)?
+            }
+            _ => server.listen(listener)?,
+        }
+        .run();
+
+        let maintenance_state = state.clone();
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                run_maintenance(&maintenance_state.db, &maintenance_state.config).await;
+            }
+        });
+
+        tracing::info!(%addr, port, tls, "gatehouse listening");
+        Ok(Application {
+            port,
+            tls,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn base_url(&self, host: &str) -> String {
+        format!(
+            "{}://{host}:{}",
+            if self.tls { "https" } else { "http" },
+            self.port
+        )
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Stops the server: `graceful` drains in-flight requests up to `server.shutdown_timeout_s`.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM or SIGINT (or `handle().stop(…)`), then stops accepting, drains
+    /// in-flight requests up to the shutdown timeout, and lets background work flush.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let signals = actix_rt::spawn(async move {
+            if let Some(signal) = wait_for_signal().await {
+                tracing::info!(signal, "shutdown requested; draining in-flight requests");
+                handle.stop(true).await;
+            }
+        });
+        let result = self.server.await;
+        signals.abort();
+        tracing::info!("gatehouse stopped");
+        result.context("server failed")
+    }
+}
+
+fn security_headers(tls: bool) -> DefaultHeaders {
+    let headers = DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("Referrer-Policy", "no-referrer"))
+        .add(("Cross-Origin-Opener-Policy", "same-origin"))
+        .add(("Cross-Origin-Resource-Policy", "same-origin"))
+        .add((
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+        ));
+    if tls {
+        headers.add((
+            "Strict-Transport-Security",
+            "max-age=63072000; includeSubDomains",
+        ))
+    } else {
+        headers
+    }
+}
+
+/// Creates monthly partitions ahead and drops expired ones. Failures are logged, not fatal: the
+/// schema may be behind (readiness reports that) or the database briefly away.
+async fn run_maintenance(db: &Db, config: &Config) {
+    let retention = config.retention.clone();
+    let result = db
+        .run(move |conn| {
+            if !crate::db::migrations::pending(conn)?.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(partitions::maintain(
+                conn,
+                chrono::Utc::now(),
+                &retention,
+            )?))
+        })
+        .await;
+    match result {
+        Ok(Some(report)) => {
+            if !report.created.is_empty() || !report.dropped.is_empty() {
+                tracing::info!(created = ?report.created, dropped = ?report.dropped, "partition maintenance done");
+            }
+        }
+        Ok(None) => {
+            tracing::warn!("database schema is behind this binary; run `gatehouse migrate`")
+        }
+        Err(e) => tracing::warn!(error = %e, "partition maintenance failed"),
+    }
+}
+
+/// Resolves with the signal's name on SIGTERM or SIGINT.
+async fn wait_for_signal() -> Option<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok()?;
+    let mut int = signal(SignalKind::interrupt()).ok()?;
+    tokio::select! {
+        _ = term.recv() => Some("SIGTERM"),
+        _ = int.recv() => Some("SIGINT"),
+    }
+}

@@ -1,0 +1,14 @@
+//! The integration test binary: real PostgreSQL, the real `Application` on port 0, the real
+//! `gatehouse` binary for CLI tests. One file per concern; helpers in `helpers.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli_config;
+mod cli_tenant;
+mod dev;
+mod health;
+mod helpers;
+mod migrations;
+mod readiness;
+mod shutdown;
+mod tls;
