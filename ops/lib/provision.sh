@@ -1,0 +1,49 @@
+# Shared by ops/dev.sh and ops/test.sh: install what is missing (Debian/Ubuntu via apt-get; other
+# systems get the exact command to run) and find PostgreSQL's server binaries.
+# shellcheck shell=bash
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else echo "ops: need root to run: $*" >&2; return 1
+  fi
+}
+
+_apt_updated=
+apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "ops: please install: $* (no apt-get here; on macOS: brew install postgresql@16 redis)" >&2
+    return 1
+  fi
+  if [ -z "$_apt_updated" ]; then
+    as_root apt-get update -qq >/dev/null
+    _apt_updated=1
+  fi
+  echo "ops: installing $*" >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Prints the directory holding initdb and pg_ctl (PATH first, then Debian's versioned folders).
+pg_bindir() {
+  local d
+  if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+    dirname "$(command -v initdb)"; return 0
+  fi
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then echo "$d"; return 0; fi
+  done
+  return 1
+}
+
+ensure_build_tools() {
+  command -v cargo >/dev/null 2>&1 || { echo "ops: Rust is required: see https://rustup.rs" >&2; return 1; }
+  command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev
+  if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libpq 2>/dev/null; then
+    apt_install pkg-config libpq-dev
+  fi
+}
+
+ensure_postgres_binaries() {
+  pg_bindir >/dev/null || apt_install postgresql postgresql-client
+  pg_bindir >/dev/null || { echo "ops: PostgreSQL server binaries still not found" >&2; return 1; }
+}
