@@ -29,10 +29,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(key: &'static str, message: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key,
-            message: message.into(),
-        }
+        ConfigError::Invalid { key, message: message.into() }
     }
 }
 
@@ -61,11 +58,7 @@ impl fmt::Debug for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0.is_empty() {
-            s.serialize_str("")
-        } else {
-            s.serialize_str("[redacted]")
-        }
+        if self.0.is_empty() { s.serialize_str("") } else { s.serialize_str("[redacted]") }
     }
 }
 
@@ -77,6 +70,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub log: LogConfig,
     pub retention: RetentionConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -94,6 +88,9 @@ pub struct ServerConfig {
     pub keep_alive_s: u64,
     /// Milliseconds a client has to send its request headers.
     pub client_request_timeout_ms: u64,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed; the client IP is the rightmost
+    /// address not in this list. Empty = use the TCP peer address.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +102,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             keep_alive_s: 75,
             client_request_timeout_ms: 5000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -139,12 +137,7 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig {
-            url: Secret::default(),
-            pool_size: 16,
-            checkout_timeout_ms: 3000,
-            startup_timeout_s: 60,
-        }
+        DatabaseConfig { url: Secret::default(), pool_size: 16, checkout_timeout_ms: 3000, startup_timeout_s: 60 }
     }
 }
 
@@ -167,10 +160,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            filter: "info".into(),
-        }
+        LogConfig { format: LogFormat::Text, filter: "info".into() }
     }
 }
 
@@ -187,10 +177,77 @@ pub struct RetentionConfig {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig {
-            usage_months: 13,
-            audit_months: 13,
-            partitions_ahead_months: 3,
+        RetentionConfig { usage_months: 13, audit_months: 13, partitions_ahead_months: 3 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum SigningAlg {
+    #[default]
+    ES256,
+    RS256,
+}
+
+impl SigningAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::ES256 => "ES256",
+            SigningAlg::RS256 => "RS256",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Token issuer (`iss`), e.g. https://api.example.com, no trailing slash. Empty = derived
+    /// from server.listen (fine for development only).
+    pub issuer: String,
+    /// Audience of access tokens (`aud`); empty = issuer + "/v1". Must differ from the issuer.
+    pub api_audience: String,
+    /// 32 random bytes, base64: encrypts signing keys and worker API keys at rest.
+    pub master_key: Secret,
+    /// At least 32 characters: keys the HMAC of stored client secrets, API keys and tokens.
+    pub pepper: Secret,
+    /// Access-token signature algorithm for new keys: ES256 (default) or RS256.
+    pub signing_alg: SigningAlg,
+    /// Default access-token lifetime in seconds (clients may set 300..3600).
+    pub access_token_ttl_s: u32,
+    /// Days between automatic signing-key rotations.
+    pub signing_key_rotation_days: u32,
+    /// Milliseconds credential state is cached; bounds how fast revocations apply (≤ 5000).
+    pub cache_ttl_ms: u64,
+    /// Milliseconds between polls for revocations made on other instances.
+    pub revocation_poll_ms: u64,
+    /// Token endpoint: requests per minute per client IP.
+    pub token_ip_per_min: u32,
+    /// Token endpoint: burst allowed per client IP.
+    pub token_ip_burst: u32,
+    /// Token endpoint: tokens per minute per client id.
+    pub token_client_per_min: u32,
+    /// Token endpoint: failed authentications per (client id, IP) within 5 minutes before lockout.
+    pub token_failures_per_5min: u32,
+    /// Seconds a (client id, IP) pair stays locked out after too many failures.
+    pub token_lockout_s: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: String::new(),
+            api_audience: String::new(),
+            master_key: Secret::default(),
+            pepper: Secret::default(),
+            signing_alg: SigningAlg::ES256,
+            access_token_ttl_s: 900,
+            signing_key_rotation_days: 90,
+            cache_ttl_ms: 4000,
+            revocation_poll_ms: 1000,
+            token_ip_per_min: 60,
+            token_ip_burst: 20,
+            token_client_per_min: 30,
+            token_failures_per_5min: 10,
+            token_lockout_s: 900,
         }
     }
 }
@@ -201,10 +258,7 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError::File {
-                    path: path.to_owned(),
-                    message: "no such file".into(),
-                });
+                return Err(ConfigError::File { path: path.to_owned(), message: "no such file".into() });
             }
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -214,9 +268,7 @@ impl Config {
             }
         }
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
-        figment
-            .extract::<Config>()
-            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))
+        figment.extract::<Config>().map_err(|e| ConfigError::Parse(describe_figment_error(e)))
     }
 
     /// Parses TOML text alone (defaults underneath, no environment): for tests and tooling.
@@ -232,54 +284,30 @@ impl Config {
         self.listen_addr()?;
         let s = &self.server;
         if s.workers > 1024 {
-            return Err(ConfigError::invalid(
-                "server.workers",
-                "must be between 0 (auto) and 1024",
-            ));
+            return Err(ConfigError::invalid("server.workers", "must be between 0 (auto) and 1024"));
         }
         if s.shutdown_timeout_s > 3600 {
-            return Err(ConfigError::invalid(
-                "server.shutdown_timeout_s",
-                "must be at most 3600",
-            ));
+            return Err(ConfigError::invalid("server.shutdown_timeout_s", "must be at most 3600"));
         }
         if s.max_body_bytes == 0 || s.max_body_bytes > 1024 * 1024 * 1024 {
-            return Err(ConfigError::invalid(
-                "server.max_body_bytes",
-                "must be between 1 and 1 GiB",
-            ));
+            return Err(ConfigError::invalid("server.max_body_bytes", "must be between 1 and 1 GiB"));
         }
         if s.client_request_timeout_ms == 0 {
-            return Err(ConfigError::invalid(
-                "server.client_request_timeout_ms",
-                "must be positive",
-            ));
+            return Err(ConfigError::invalid("server.client_request_timeout_ms", "must be positive"));
         }
         match (&self.tls.cert, &self.tls.key) {
             (Some(_), None) => {
-                return Err(ConfigError::invalid(
-                    "tls.key",
-                    "is required when tls.cert is set",
-                ));
+                return Err(ConfigError::invalid("tls.key", "is required when tls.cert is set"));
             }
             (None, Some(_)) => {
-                return Err(ConfigError::invalid(
-                    "tls.cert",
-                    "is required when tls.key is set",
-                ));
+                return Err(ConfigError::invalid("tls.cert", "is required when tls.key is set"));
             }
             (Some(cert), Some(key)) => {
                 if !cert.is_file() {
-                    return Err(ConfigError::invalid(
-                        "tls.cert",
-                        format!("{} is not a readable file", cert.display()),
-                    ));
+                    return Err(ConfigError::invalid("tls.cert", format!("{} is not a readable file", cert.display())));
                 }
                 if !key.is_file() {
-                    return Err(ConfigError::invalid(
-                        "tls.key",
-                        format!("{} is not a readable file", key.display()),
-                    ));
+                    return Err(ConfigError::invalid("tls.key", format!("{} is not a readable file", key.display())));
                 }
             }
             (None, None) => {}
@@ -288,56 +316,116 @@ impl Config {
         if !d.url.is_empty() {
             let url = d.url.expose();
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(ConfigError::invalid(
-                    "database.url",
-                    "must start with postgres:// or postgresql://",
-                ));
+                return Err(ConfigError::invalid("database.url", "must start with postgres:// or postgresql://"));
             }
         }
         if d.pool_size == 0 || d.pool_size > 1000 {
-            return Err(ConfigError::invalid(
-                "database.pool_size",
-                "must be between 1 and 1000",
-            ));
+            return Err(ConfigError::invalid("database.pool_size", "must be between 1 and 1000"));
         }
         if d.checkout_timeout_ms == 0 {
-            return Err(ConfigError::invalid(
-                "database.checkout_timeout_ms",
-                "must be positive",
-            ));
+            return Err(ConfigError::invalid("database.checkout_timeout_ms", "must be positive"));
         }
         let r = &self.retention;
         if r.usage_months == 0 {
-            return Err(ConfigError::invalid(
-                "retention.usage_months",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::invalid("retention.usage_months", "must be at least 1"));
         }
         if r.audit_months == 0 {
-            return Err(ConfigError::invalid(
-                "retention.audit_months",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::invalid("retention.audit_months", "must be at least 1"));
         }
         if r.partitions_ahead_months == 0 || r.partitions_ahead_months > 24 {
-            return Err(ConfigError::invalid(
-                "retention.partitions_ahead_months",
-                "must be between 1 and 24",
-            ));
+            return Err(ConfigError::invalid("retention.partitions_ahead_months", "must be between 1 and 24"));
         }
+        for cidr in &self.server.trusted_proxies {
+            if crate::domain::parse_cidr(cidr).is_none() {
+                return Err(ConfigError::invalid("server.trusted_proxies", format!("`{cidr}` is not an IP address or CIDR")));
+            }
+        }
+        self.validate_auth()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(ConfigError::invalid("log.filter", e.to_string()));
         }
         Ok(())
     }
 
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        if !a.issuer.is_empty() {
+            if !(a.issuer.starts_with("https://") || a.issuer.starts_with("http://")) || a.issuer.ends_with('/') {
+                return Err(ConfigError::invalid("auth.issuer", "must be an http(s) URL without a trailing slash"));
+            }
+        } else if self.listen_addr()?.ip().is_unspecified() {
+            return Err(ConfigError::invalid("auth.issuer", "must be set when server.listen is a wildcard address"));
+        }
+        if !a.api_audience.is_empty() && a.api_audience == self.issuer() {
+            return Err(ConfigError::invalid("auth.api_audience", "must differ from the issuer"));
+        }
+        if !a.master_key.is_empty() {
+            crate::auth::seal::MasterKey::from_config(&a.master_key).map_err(|e| ConfigError::invalid("auth.master_key", e.to_string()))?;
+        }
+        if !a.pepper.is_empty() && a.pepper.expose().len() < 32 {
+            return Err(ConfigError::invalid("auth.pepper", "must be at least 32 characters"));
+        }
+        if !(300..=3600).contains(&a.access_token_ttl_s) {
+            return Err(ConfigError::invalid("auth.access_token_ttl_s", "must be between 300 and 3600"));
+        }
+        if a.signing_key_rotation_days == 0 {
+            return Err(ConfigError::invalid("auth.signing_key_rotation_days", "must be at least 1"));
+        }
+        if a.cache_ttl_ms == 0 || a.cache_ttl_ms > 5000 {
+            return Err(ConfigError::invalid("auth.cache_ttl_ms", "must be between 1 and 5000 (the revocation promise is 5 s)"));
+        }
+        if a.revocation_poll_ms == 0 || a.revocation_poll_ms > 5000 {
+            return Err(ConfigError::invalid("auth.revocation_poll_ms", "must be between 1 and 5000"));
+        }
+        for (key, v) in [
+            ("auth.token_ip_per_min", a.token_ip_per_min),
+            ("auth.token_ip_burst", a.token_ip_burst),
+            ("auth.token_client_per_min", a.token_client_per_min),
+            ("auth.token_failures_per_5min", a.token_failures_per_5min),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The master key and pepper, required by anything that issues or checks credentials.
+    pub fn require_auth_secrets(&self) -> Result<(), ConfigError> {
+        if self.auth.master_key.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.master_key",
+                "is not set (32 random bytes, base64: `openssl rand -base64 32`; GATEHOUSE__AUTH__MASTER_KEY)",
+            ));
+        }
+        if self.auth.pepper.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth.pepper",
+                "is not set (at least 32 random characters: `openssl rand -base64 48`; GATEHOUSE__AUTH__PEPPER)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The token issuer: configured, or derived from the listen address.
+    pub fn issuer(&self) -> String {
+        if !self.auth.issuer.is_empty() {
+            return self.auth.issuer.clone();
+        }
+        let scheme = if self.tls.enabled() { "https" } else { "http" };
+        format!("{scheme}://{}", self.server.listen)
+    }
+
+    /// The access-token audience: configured, or issuer + "/v1".
+    pub fn api_audience(&self) -> String {
+        if self.auth.api_audience.is_empty() { format!("{}/v1", self.issuer()) } else { self.auth.api_audience.clone() }
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server.listen.parse().map_err(|_| {
-            ConfigError::invalid(
-                "server.listen",
-                format!("`{}` is not an address:port", self.server.listen),
-            )
-        })
+        self.server
+            .listen
+            .parse()
+            .map_err(|_| ConfigError::invalid("server.listen", format!("`{}` is not an address:port", self.server.listen)))
     }
 
     /// The database URL, or an error telling how to set it.
@@ -363,20 +451,13 @@ fn describe_figment_error(e: figment::Error) -> String {
                 Some(meta) => match &meta.source {
                     Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
                     _ if meta.name.contains("environment") && !key.is_empty() => {
-                        format!(
-                            " (from environment variable {ENV_PREFIX}{})",
-                            key.replace('.', "__").to_uppercase()
-                        )
+                        format!(" (from environment variable {ENV_PREFIX}{})", key.replace('.', "__").to_uppercase())
                     }
                     _ => String::new(),
                 },
                 None => String::new(),
             };
-            if key.is_empty() {
-                format!("{}{from}", one.kind)
-            } else {
-                format!("`{key}`: {}{from}", one.kind)
-            }
+            if key.is_empty() { format!("{}{from}", one.kind) } else { format!("`{key}`: {}{from}", one.kind) }
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -393,8 +474,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err =
-            Config::from_toml_str("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
+        let err = Config::from_toml_str("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("bogus"), "{msg}");
         assert!(msg.contains("server.bogus"), "{msg}");
@@ -402,25 +482,19 @@ mod tests {
 
     #[test]
     fn unknown_section_is_named() {
-        let msg = Config::from_toml_str("[nope]\nx = 1\n")
-            .unwrap_err()
-            .to_string();
+        let msg = Config::from_toml_str("[nope]\nx = 1\n").unwrap_err().to_string();
         assert!(msg.contains("nope"), "{msg}");
     }
 
     #[test]
     fn wrong_type_is_named() {
-        let msg = Config::from_toml_str("[database]\npool_size = \"many\"\n")
-            .unwrap_err()
-            .to_string();
+        let msg = Config::from_toml_str("[database]\npool_size = \"many\"\n").unwrap_err().to_string();
         assert!(msg.contains("database.pool_size"), "{msg}");
     }
 
     #[test]
     fn malformed_toml_is_refused() {
-        let msg = Config::from_toml_str("[server\nlisten=")
-            .unwrap_err()
-            .to_string();
+        let msg = Config::from_toml_str("[server\nlisten=").unwrap_err().to_string();
         assert!(msg.contains("invalid configuration"), "{msg}");
     }
 
@@ -440,23 +514,13 @@ mod tests {
     #[test]
     fn zero_pool_is_refused() {
         let c = Config::from_toml_str("[database]\npool_size = 0\n").unwrap();
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("database.pool_size")
-        );
+        assert!(c.validate().unwrap_err().to_string().contains("database.pool_size"));
     }
 
     #[test]
     fn non_postgres_url_is_refused() {
         let c = Config::from_toml_str("[database]\nurl = \"mysql://x\"\n").unwrap();
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("database.url")
-        );
+        assert!(c.validate().unwrap_err().to_string().contains("database.url"));
     }
 
     #[test]
@@ -475,22 +539,15 @@ mod tests {
         c.validate().unwrap();
         // The example documents every key: it must set each one explicitly.
         let example: toml::Table = text.parse().unwrap();
-        let defaults: toml::Table =
-            toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
+        let defaults: toml::Table = toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
         for (section, keys) in &defaults {
             let Some(keys) = keys.as_table() else {
                 continue;
             };
             for key in keys.keys() {
-                let present = example
-                    .get(section)
-                    .and_then(|s| s.as_table())
-                    .is_some_and(|s| s.contains_key(key));
+                let present = example.get(section).and_then(|s| s.as_table()).is_some_and(|s| s.contains_key(key));
                 let commented = text.contains(&format!("# {key} = "));
-                assert!(
-                    present || commented,
-                    "ops/gatehouse.example.toml does not document {section}.{key}"
-                );
+                assert!(present || commented, "ops/gatehouse.example.toml does not document {section}.{key}");
             }
         }
     }

@@ -10,16 +10,13 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::auth::service::BearerError;
 use crate::db::DbError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    BadRequest {
-        code: &'static str,
-        message: String,
-        param: Option<&'static str>,
-    },
+    BadRequest { code: &'static str, message: String, param: Option<&'static str> },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -29,26 +26,26 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{message}")]
-    Validation {
-        message: String,
-        param: Option<&'static str>,
-    },
+    Validation { message: String, param: Option<&'static str> },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{message}")]
-    RateLimited {
-        message: String,
-        retry_after: Duration,
-    },
+    RateLimited { message: String, retry_after: Duration },
     #[error("{message}")]
-    Unavailable {
-        message: String,
-        retry_after: Duration,
-    },
+    Unavailable { message: String, retry_after: Duration },
     #[error("the upstream worker did not answer in time")]
     UpstreamTimeout,
+    /// A `/v1` bearer credential was missing or refused (RFC 6750 challenge attached).
+    #[error("{}", bearer_message(.0))]
+    Bearer(BearerError),
+    /// The credential lacks the route's scope (403 + `insufficient_scope` challenge).
+    #[error("this credential lacks the `{scope}` scope")]
+    InsufficientScope { scope: &'static str },
+    /// A management-API token was missing or refused.
+    #[error("{0}")]
+    ManagementAuth(&'static str),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -69,11 +66,7 @@ struct Detail<'a> {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest {
-            code,
-            message: message.into(),
-            param: None,
-        }
+        ApiError::BadRequest { code, message: message.into(), param: None }
     }
 
     /// Stable machine-readable code.
@@ -91,19 +84,22 @@ impl ApiError {
             ApiError::Unavailable { .. } => "service_unavailable",
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Internal(_) => "internal_error",
+            ApiError::Bearer(BearerError::InvalidRequest(_)) => "invalid_request",
+            ApiError::Bearer(BearerError::Unavailable) => "service_unavailable",
+            ApiError::Bearer(_) | ApiError::ManagementAuth(_) => "invalid_api_key",
+            ApiError::InsufficientScope { .. } => "insufficient_scope",
         }
     }
 
     /// OpenAI's error `type` for the status class.
     fn kind(&self) -> &'static str {
         match self {
-            ApiError::Unauthorized(_) => "authentication_error",
-            ApiError::Forbidden(_) => "permission_error",
+            ApiError::Bearer(BearerError::Unavailable) => "server_error",
+            ApiError::Unauthorized(_) | ApiError::Bearer(_) | ApiError::ManagementAuth(_) => "invalid_request_error",
+            ApiError::Forbidden(_) | ApiError::InsufficientScope { .. } => "permission_error",
             ApiError::NotFound(_) => "not_found_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
-            ApiError::Internal(_) | ApiError::Unavailable { .. } | ApiError::UpstreamTimeout => {
-                "server_error"
-            }
+            ApiError::Internal(_) | ApiError::Unavailable { .. } | ApiError::UpstreamTimeout => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -131,14 +127,17 @@ impl ResponseError for ApiError {
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Bearer(BearerError::InvalidRequest(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Bearer(BearerError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Bearer(_) | ApiError::ManagementAuth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         let message = if status.is_server_error() {
-            let request_id =
-                crate::telemetry::current_request_id().unwrap_or_else(|| "unknown".into());
+            let request_id = crate::telemetry::current_request_id().unwrap_or_else(|| "unknown".into());
             if let ApiError::Internal(cause) = self {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
             } else {
@@ -152,22 +151,46 @@ impl ResponseError for ApiError {
             self.to_string()
         };
         let mut response = HttpResponse::build(status);
-        if let ApiError::RateLimited { retry_after, .. }
-        | ApiError::Unavailable { retry_after, .. } = self
-        {
+        if let Some(challenge) = self.challenge() {
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response.insert_header((header::WWW_AUTHENTICATE, value));
+            }
+        }
+        if matches!(self, ApiError::Bearer(BearerError::Unavailable)) {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("2")));
+        }
+        if let ApiError::RateLimited { retry_after, .. } | ApiError::Unavailable { retry_after, .. } = self {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
                 response.insert_header((header::RETRY_AFTER, value));
             }
         }
-        response.json(Body {
-            error: Detail {
-                message,
-                kind: self.kind(),
-                param: self.param(),
-                code: self.code(),
-            },
-        })
+        response.json(Body { error: Detail { message, kind: self.kind(), param: self.param(), code: self.code() } })
+    }
+}
+
+fn bearer_message(e: &BearerError) -> String {
+    match e {
+        BearerError::Missing => "authentication required: send `Authorization: Bearer <access token or API key>`".into(),
+        other => other.to_string(),
+    }
+}
+
+impl ApiError {
+    /// RFC 6750 §3 challenge for bearer failures; never echoes the credential.
+    fn challenge(&self) -> Option<String> {
+        match self {
+            ApiError::Bearer(BearerError::Missing) => Some("Bearer realm=\"api\"".into()),
+            ApiError::Bearer(BearerError::InvalidRequest(d)) => {
+                Some(format!("Bearer realm=\"api\", error=\"invalid_request\", error_description=\"{d}\""))
+            }
+            ApiError::Bearer(BearerError::InvalidToken(d)) => {
+                Some(format!("Bearer realm=\"api\", error=\"invalid_token\", error_description=\"{d}\""))
+            }
+            ApiError::InsufficientScope { scope } => Some(format!("Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"{scope}\"")),
+            ApiError::ManagementAuth(_) => Some("Bearer realm=\"management\"".into()),
+            _ => None,
+        }
     }
 }
 
@@ -176,18 +199,11 @@ impl From<DbError> for ApiError {
         match e {
             DbError::Unavailable(message) => {
                 tracing::warn!(error = %message, "database unavailable");
-                ApiError::Unavailable {
-                    message: "the database is unavailable; retry shortly".into(),
-                    retry_after: Duration::from_secs(2),
-                }
+                ApiError::Unavailable { message: "the database is unavailable; retry shortly".into(), retry_after: Duration::from_secs(2) }
             }
             DbError::NotFound => ApiError::NotFound("not found".into()),
-            DbError::Conflict(constraint) => {
-                ApiError::Conflict(format!("already exists ({constraint})"))
-            }
-            DbError::Query(e) => {
-                ApiError::Internal(anyhow::Error::new(e).context("database query failed"))
-            }
+            DbError::Conflict(constraint) => ApiError::Conflict(format!("already exists ({constraint})")),
+            DbError::Query(e) => ApiError::Internal(anyhow::Error::new(e).context("database query failed")),
             DbError::Other(e) => ApiError::Internal(e),
         }
     }
@@ -199,21 +215,10 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> acti
     use actix_web::error::JsonPayloadError as E;
     let api = match &err {
         E::Overflow { .. } | E::OverflowKnownLength { .. } => ApiError::PayloadTooLarge { limit },
-        E::ContentType => {
-            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
-        }
-        E::Deserialize(e) if e.is_data() => ApiError::Validation {
-            message: format!("invalid request body: {e}"),
-            param: None,
-        },
-        E::Deserialize(e) => ApiError::bad_request(
-            "invalid_json",
-            format!("request body is not valid JSON: {e}"),
-        ),
-        _ => ApiError::bad_request(
-            "invalid_body",
-            format!("could not read the request body: {err}"),
-        ),
+        E::ContentType => ApiError::UnsupportedMediaType("expected Content-Type: application/json".into()),
+        E::Deserialize(e) if e.is_data() => ApiError::Validation { message: format!("invalid request body: {e}"), param: None },
+        E::Deserialize(e) => ApiError::bad_request("invalid_json", format!("request body is not valid JSON: {e}")),
+        _ => ApiError::bad_request("invalid_body", format!("could not read the request body: {err}")),
     };
     api.into()
 }

@@ -4,6 +4,7 @@
 //! scheduler, the usage meter and the admin dashboard. This file only lists the modules; each
 //! module's own `//!` line says what belongs in it.
 
+pub mod audit_log;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -11,7 +12,10 @@ pub mod db;
 pub mod dev;
 pub mod domain;
 pub mod error;
+pub mod extract;
+pub mod oauth_error;
 pub mod routes;
+pub mod service;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

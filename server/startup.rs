@@ -12,6 +12,8 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
+use crate::audit_log::AuditLog;
+use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::db::{Db, partitions, redact_url};
 use crate::state::AppState;
@@ -19,6 +21,8 @@ use crate::telemetry::{GatehouseRootSpan, request_id_middleware};
 
 /// How often partitions are created ahead and expired ones dropped.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often the signing-key view is refreshed from the database (rotations on other instances).
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct Application {
     port: u16,
@@ -39,22 +43,32 @@ impl Application {
         F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
     {
         config.validate()?;
+        config.require_auth_secrets()?;
         let url = config.database_url()?.to_owned();
         let db = Db::new(&url, &config.database);
         db.wait_until_reachable(Duration::from_secs(config.database.startup_timeout_s))
             .await
             .with_context(|| format!("database {} is unreachable", redact_url(&url)))?;
-        run_maintenance(&db, &config).await;
-
-        let config = Arc::new(config);
-        let state = web::Data::new(AppState {
-            db,
-            config: config.clone(),
-        });
+        let mut config = config;
         let addr = config.listen_addr()?;
-        let listener =
-            TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let port = listener.local_addr()?.port();
+        if config.auth.issuer.is_empty() {
+            // Development default: the address actually bound (port 0 resolved).
+            let scheme = if config.tls.enabled() { "https" } else { "http" };
+            config.auth.issuer = format!("{scheme}://{}:{port}", addr.ip());
+        }
+
+        let auth = Arc::new(AuthService::new(&config)?);
+        run_maintenance(&db, &config, &auth).await;
+        if let Err(e) = auth.reload_keys(&db).await {
+            // Only when the schema is behind (readiness says so); the reload task retries.
+            tracing::warn!(error = %e, "signing keys not loaded yet");
+        }
+        let audit = AuditLog::start(db.clone());
+        let trusted_proxies = config.server.trusted_proxies.iter().filter_map(|c| crate::domain::parse_cidr(c)).collect();
+        let config = Arc::new(config);
+        let state = web::Data::new(AppState { db, config: config.clone(), auth, audit, trusted_proxies });
         let tls = config.tls.enabled();
         let max_body = config.server.max_body_bytes;
 
@@ -64,11 +78,7 @@ impl Application {
             App::new()
                 .app_data(app_state.clone())
                 .app_data(web::PayloadConfig::new(max_body))
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(max_body)
-                        .error_handler(move |e, _| crate::error::json_error(e, max_body)),
-                )
+                .app_data(web::JsonConfig::default().limit(max_body).error_handler(move |e, _| crate::error::json_error(e, max_body)))
                 .app_data(web::FormConfig::default().limit(max_body))
                 .wrap(security_headers)
                 .wrap(middleware::from_fn(request_id_middleware))
@@ -79,38 +89,21 @@ impl Application {
         })
         .shutdown_timeout(config.server.shutdown_timeout_s)
         .keep_alive(Duration::from_secs(config.server.keep_alive_s))
-        .client_request_timeout(Duration::from_millis(
-            config.server.client_request_timeout_ms,
-        ))
+        .client_request_timeout(Duration::from_millis(config.server.client_request_timeout_ms))
         .disable_signals();
         if config.server.workers > 0 {
             server = server.workers(config.server.workers);
         }
         let server = match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) => {
-                server.listen_rustls_0_23(listener, crate::tls::server_config(cert, key)?)?
-            }
+            (Some(cert), Some(key)) => server.listen_rustls_0_23(listener, crate::tls::server_config(cert, key)?)?,
             _ => server.listen(listener)?,
         }
         .run();
 
-        let maintenance_state = state.clone();
-        actix_rt::spawn(async move {
-            let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                run_maintenance(&maintenance_state.db, &maintenance_state.config).await;
-            }
-        });
+        spawn_background(state.clone());
 
         tracing::info!(%addr, port, tls, "gatehouse listening");
-        Ok(Application {
-            port,
-            tls,
-            server,
-            state,
-        })
+        Ok(Application { port, tls, server, state })
     }
 
     pub fn port(&self) -> u16 {
@@ -118,11 +111,7 @@ impl Application {
     }
 
     pub fn base_url(&self, host: &str) -> String {
-        format!(
-            "{}://{host}:{}",
-            if self.tls { "https" } else { "http" },
-            self.port
-        )
+        format!("{}://{host}:{}", if self.tls { "https" } else { "http" }, self.port)
     }
 
     pub fn state(&self) -> web::Data<AppState> {
@@ -146,6 +135,7 @@ impl Application {
         });
         let result = self.server.await;
         signals.abort();
+        self.state.audit.flush().await;
         tracing::info!("gatehouse stopped");
         result.context("server failed")
     }
@@ -162,42 +152,80 @@ fn security_headers(tls: bool) -> DefaultHeaders {
             "Content-Security-Policy",
             "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
         ));
-    if tls {
-        headers.add((
-            "Strict-Transport-Security",
-            "max-age=63072000; includeSubDomains",
-        ))
-    } else {
-        headers
-    }
+    if tls { headers.add(("Strict-Transport-Security", "max-age=63072000; includeSubDomains")) } else { headers }
 }
 
-/// Creates monthly partitions ahead and drops expired ones. Failures are logged, not fatal: the
-/// schema may be behind (readiness reports that) or the database briefly away.
-async fn run_maintenance(db: &Db, config: &Config) {
+/// Background upkeep on the main runtime: key reloads, revocation polling, and hourly
+/// maintenance (partitions, signing-key rotation, limiter memory, expired revocations).
+fn spawn_background(state: web::Data<AppState>) {
+    let s = state.clone();
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
+        loop {
+            tick.tick().await;
+            if s.auth.keys.snapshot().active.is_none() {
+                // Started before the schema was migrated: create keys as soon as it is.
+                run_maintenance(&s.db, &s.config, &s.auth).await;
+            }
+            if let Err(e) = s.auth.reload_keys(&s.db).await {
+                tracing::warn!(error = %e, "signing keys not reloaded");
+            }
+        }
+    });
+    let s = state.clone();
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(s.config.auth.revocation_poll_ms));
+        let mut cursor = chrono::Utc::now() - chrono::Duration::seconds(crate::auth::jwt::MAX_LIFETIME_S + crate::auth::jwt::LEEWAY_S);
+        loop {
+            tick.tick().await;
+            match s.auth.poll_revocations(&s.db, cursor).await {
+                Ok(next) => cursor = next,
+                Err(e) => tracing::warn!(error = %e, "revocations not polled"),
+            }
+        }
+    });
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            run_maintenance(&state.db, &state.config, &state.auth).await;
+            state.auth.limits.shrink();
+        }
+    });
+}
+
+/// Creates monthly partitions ahead and drops expired ones, keeps signing keys rotated and
+/// purges expired revocations. Failures are logged, not fatal: the schema may be behind
+/// (readiness reports that) or the database briefly away.
+async fn run_maintenance(db: &Db, config: &Config, auth: &AuthService) {
     let retention = config.retention.clone();
+    let master = auth.master.clone();
+    let alg = config.auth.signing_alg;
+    let rotation_days = config.auth.signing_key_rotation_days;
     let result = db
         .run(move |conn| {
             if !crate::db::migrations::pending(conn)?.is_empty() {
                 return Ok(None);
             }
-            Ok(Some(partitions::maintain(
-                conn,
-                chrono::Utc::now(),
-                &retention,
-            )?))
+            let now = chrono::Utc::now();
+            let parts = partitions::maintain(conn, now, &retention)?;
+            let keys = crate::db::signing_keys::maintain(conn, &master, alg, rotation_days, now)?;
+            crate::db::revocations::purge_expired(conn)?;
+            Ok(Some((parts, keys)))
         })
         .await;
     match result {
-        Ok(Some(report)) => {
+        Ok(Some((report, keys))) => {
             if !report.created.is_empty() || !report.dropped.is_empty() {
                 tracing::info!(created = ?report.created, dropped = ?report.dropped, "partition maintenance done");
             }
+            if !keys.is_empty() {
+                tracing::info!(changes = ?keys, "signing keys rotated");
+            }
         }
-        Ok(None) => {
-            tracing::warn!("database schema is behind this binary; run `gatehouse migrate`")
-        }
-        Err(e) => tracing::warn!(error = %e, "partition maintenance failed"),
+        Ok(None) => tracing::warn!("database schema is behind this binary; run `gatehouse migrate`"),
+        Err(e) => tracing::warn!(error = %e, "maintenance failed"),
     }
 }
 

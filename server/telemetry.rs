@@ -29,20 +29,14 @@ pub fn current_request_id() -> Option<String> {
 /// Installs the global subscriber. `RUST_LOG` wins over `log.filter`. Safe to call twice (the
 /// second call is a no-op), so tests and the CLI can both call it.
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.filter)).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match config.format {
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(false)
-            .with_span_list(true)
-            .flatten_event(true)
-            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(false).with_span_list(true).flatten_event(true).try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),
     };
 }
@@ -55,21 +49,10 @@ pub struct GatehouseRootSpan;
 
 impl RootSpanBuilder for GatehouseRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        request
-            .extensions_mut()
-            .insert(RequestStart(Instant::now()));
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|id| id.to_string())
-            .unwrap_or_default();
-        let route = request
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".into());
-        let peer = request
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
+        request.extensions_mut().insert(RequestStart(Instant::now()));
+        let request_id = request.extensions().get::<RequestId>().map(|id| id.to_string()).unwrap_or_default();
+        let route = request.match_pattern().unwrap_or_else(|| "unmatched".into());
+        let peer = request.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
         tracing::info_span!(
             "request",
             request_id = %request_id,
@@ -84,23 +67,11 @@ impl RootSpanBuilder for GatehouseRootSpan {
         let _entered = span.enter();
         let (status, latency_ms, path) = match outcome {
             Ok(response) => {
-                let started = response
-                    .request()
-                    .extensions()
-                    .get::<RequestStart>()
-                    .map(|s| s.0);
+                let started = response.request().extensions().get::<RequestStart>().map(|s| s.0);
                 let status = response.response().status().as_u16();
-                (
-                    status,
-                    started.map(|s| s.elapsed().as_secs_f64() * 1000.0),
-                    response.request().path().to_owned(),
-                )
+                (status, started.map(|s| s.elapsed().as_secs_f64() * 1000.0), response.request().path().to_owned())
             }
-            Err(error) => (
-                error.as_response_error().status_code().as_u16(),
-                None,
-                String::new(),
-            ),
+            Err(error) => (error.as_response_error().status_code().as_u16(), None, String::new()),
         };
         span.record("http.status_code", status);
         let latency_ms = latency_ms.unwrap_or_default();
@@ -116,15 +87,8 @@ impl RootSpanBuilder for GatehouseRootSpan {
 
 /// Makes the request id available to handlers (`current_request_id`) and returns it to the
 /// client as `x-request-id`. Runs inside `TracingLogger`, which generates the id.
-pub async fn request_id_middleware(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.to_string())
-        .unwrap_or_default();
+pub async fn request_id_middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let id = req.extensions().get::<RequestId>().map(|id| id.to_string()).unwrap_or_default();
     let mut response = REQUEST_ID.scope(id.clone(), next.call(req)).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

@@ -17,10 +17,7 @@ pub fn install_crypto_provider() {
 /// missing bundle is visible before the first outbound call fails.
 pub fn probe_ca_roots() -> Option<String> {
     let probe = openssl_probe::probe();
-    probe
-        .cert_file
-        .map(|p| p.display().to_string())
-        .or_else(|| probe.cert_dir.first().map(|p| p.display().to_string()))
+    probe.cert_file.map(|p| p.display().to_string()).or_else(|| probe.cert_dir.first().map(|p| p.display().to_string()))
 }
 
 /// Builds the server config from PEM files; errors name the file.
@@ -32,8 +29,7 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerCo
     if certs.is_empty() {
         anyhow::bail!("no certificate found in {}", cert.display());
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("no usable private key in {}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("no usable private key in {}", key.display()))?;
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)

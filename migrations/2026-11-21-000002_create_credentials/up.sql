@@ -14,7 +14,7 @@ CREATE TABLE oauth_clients (
     ip_allowlist         text[] NOT NULL DEFAULT '{}',
     token_ttl_seconds    integer NOT NULL DEFAULT 900 CHECK (token_ttl_seconds BETWEEN 300 AND 3600),
     -- Tokens issued before this instant are rejected ("revoke all tokens of a client").
-    tokens_valid_after   timestamptz NOT NULL DEFAULT '-infinity',
+    tokens_valid_after   timestamptz NOT NULL DEFAULT 'epoch',
     -- Per-credential overrides of the plan's rate limits (NULL = plan value).
     requests_per_minute  integer CHECK (requests_per_minute > 0),
     tokens_per_minute    bigint  CHECK (tokens_per_minute > 0),

@@ -1,5 +1,11 @@
-//! Authentication primitives: password hashing for people (argon2id). Token issuing and
-//! verification, JWKS, the key store, client secrets and API keys join this module with the auth
-//! issue.
+//! Authentication: the OAuth2 client-credentials authorization server's machinery (signing
+//! keys, JWT access tokens, client secrets, API keys, management tokens, brute-force limits) and
+//! password hashing for people. HTTP handlers live in `routes`; this module knows no actix.
 
+pub mod jwt;
+pub mod keys;
+pub mod limits;
 pub mod password;
+pub mod seal;
+pub mod secrets;
+pub mod service;

@@ -2,6 +2,7 @@
 //! create or list something take `--json` and then print only JSON on stdout; logs go to stderr.
 //! Errors carry their exit code: 2 for usage and configuration errors, 1 for runtime failures.
 
+pub mod credentials;
 pub mod operator;
 pub mod tenant;
 
@@ -16,11 +17,7 @@ use crate::db::{DbError, migrations, partitions, redact_url};
 use crate::startup::Application;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "gatehouse",
-    version,
-    about = "Multi-tenant gateway for self-hosted AI model workers"
-)]
+#[command(name = "gatehouse", version, about = "Multi-tenant gateway for self-hosted AI model workers")]
 pub struct Cli {
     /// Configuration file (TOML); GATEHOUSE__SECTION__KEY variables override it.
     #[arg(long, global = true, env = CONFIG_ENV, value_name = "FILE")]
@@ -51,10 +48,30 @@ pub enum Command {
         #[command(subcommand)]
         command: tenant::TenantCommand,
     },
-    /// Manage platform operator accounts.
+    /// Manage platform operator accounts and their management-API tokens.
     Operator {
         #[command(subcommand)]
         command: operator::OperatorCommand,
+    },
+    /// Manage OAuth2 clients.
+    Client {
+        #[command(subcommand)]
+        command: credentials::ClientCommand,
+    },
+    /// Manage API keys.
+    ApiKey {
+        #[command(subcommand)]
+        command: credentials::ApiKeyCommand,
+    },
+    /// Manage tenant admins.
+    Admin {
+        #[command(subcommand)]
+        command: credentials::AdminCommand,
+    },
+    /// Manage access-token signing keys.
+    SigningKey {
+        #[command(subcommand)]
+        command: credentials::SigningKeyCommand,
     },
 }
 
@@ -115,13 +132,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dev(args) => crate::dev::run(config, args),
         Command::Tenant { command } => tenant::run(&config, command),
         Command::Operator { command } => operator::run(&config, command),
+        Command::Client { command } => credentials::run_client(&config, command),
+        Command::ApiKey { command } => credentials::run_api_key(&config, command),
+        Command::Admin { command } => credentials::run_admin(&config, command),
+        Command::SigningKey { command } => credentials::run_signing_key(&config, command),
     }
 }
 
 fn check_config(config: &Config) -> Result<(), CliError> {
     config.validate()?;
-    let text = toml::to_string_pretty(config)
-        .map_err(|e| CliError::runtime(format!("cannot render configuration: {e}")))?;
+    let text = toml::to_string_pretty(config).map_err(|e| CliError::runtime(format!("cannot render configuration: {e}")))?;
     println!("# configuration is valid (secrets redacted)\n{text}");
     Ok(())
 }
@@ -129,12 +149,11 @@ fn check_config(config: &Config) -> Result<(), CliError> {
 fn serve(config: Config, migrate_first: bool) -> Result<(), CliError> {
     config.validate()?;
     config.database_url()?;
+    config.require_auth_secrets()?;
     if let Some(roots) = crate::tls::probe_ca_roots() {
         tracing::debug!(ca_roots = %roots, "outbound CA roots found");
     } else {
-        tracing::warn!(
-            "no system CA bundle found; outbound HTTPS to workers will fail (install ca-certificates)"
-        );
+        tracing::warn!("no system CA bundle found; outbound HTTPS to workers will fail (install ca-certificates)");
     }
     if migrate_first {
         let applied = migrations::run_pending(&mut connect(&config)?)?;
@@ -161,11 +180,7 @@ fn migrate(config: &Config, json: bool) -> Result<(), CliError> {
     } else if applied.is_empty() {
         println!("database schema is up to date; no migrations applied");
     } else {
-        println!(
-            "applied {} migration(s): {}",
-            applied.len(),
-            applied.join(", ")
-        );
+        println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
     }
     Ok(())
 }
@@ -173,12 +188,7 @@ fn migrate(config: &Config, json: bool) -> Result<(), CliError> {
 /// One connection for a CLI command. No retry: a command run by a person should fail fast.
 pub fn connect(config: &Config) -> Result<PgConnection, CliError> {
     let url = config.database_url()?;
-    PgConnection::establish(url).map_err(|e| {
-        CliError::runtime(format!(
-            "cannot connect to the database at {}: {e}",
-            redact_url(url)
-        ))
-    })
+    PgConnection::establish(url).map_err(|e| CliError::runtime(format!("cannot connect to the database at {}: {e}", redact_url(url))))
 }
 
 /// A connection to a database whose schema is current (partitions created ahead), for commands
@@ -197,8 +207,7 @@ pub fn connect_current(config: &Config) -> Result<PgConnection, CliError> {
 }
 
 pub fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::runtime(format!("cannot render JSON: {e}")))?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::runtime(format!("cannot render JSON: {e}")))?;
     println!("{text}");
     Ok(())
 }

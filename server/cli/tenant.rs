@@ -1,14 +1,14 @@
 //! `gatehouse tenant create|list|show|disable`.
 
 use clap::Subcommand;
-use diesel::{Connection, PgConnection};
+use diesel::PgConnection;
 
 use super::{CliError, Output, connect_current, print_json};
 use crate::config::Config;
-use crate::db::audit::{self, ActorKind, AuditEvent, Outcome};
-use crate::db::tenants::{self, NewTenant, Tenant, TenantView};
-use crate::db::{DbError, plans};
-use crate::domain::{Slug, TenantId, TimeZone, validate_tenant_name};
+use crate::db::tenants::{self, Tenant, TenantView};
+use crate::domain::{Slug, TenantId};
+use crate::service::tenants::CreateTenantRequest;
+use crate::service::{self, Actor};
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
@@ -50,31 +50,14 @@ pub enum TenantCommand {
 
 pub fn run(config: &Config, command: TenantCommand) -> Result<(), CliError> {
     match command {
-        TenantCommand::Create {
-            name,
-            slug,
-            time_zone,
-            plan,
-            output,
-        } => {
-            let name =
-                validate_tenant_name(&name).map_err(|e| CliError::Usage(format!("--name: {e}")))?;
-            let slug = match slug {
-                Some(s) => Slug::parse(&s),
-                None => Slug::from_name(name),
-            }
-            .map_err(|e| CliError::Usage(format!("--slug: {e}")))?;
-            let tz = TimeZone::parse(&time_zone)
-                .map_err(|e| CliError::Usage(format!("--time-zone: {e}")))?;
+        TenantCommand::Create { name, slug, time_zone, plan, output } => {
             let mut conn = connect_current(config)?;
-            let view = create(&mut conn, name, &slug, tz, &plan)?;
+            let req = CreateTenantRequest { name, slug, time_zone: Some(time_zone), plan: Some(plan) };
+            let view = service::tenants::create(&mut conn, &req, &Actor::cli())?;
             if output.json {
                 print_json(&view)
             } else {
-                println!(
-                    "created tenant {} ({}) with id {}",
-                    view.name, view.slug, view.id
-                );
+                println!("created tenant {} ({}) with id {}", view.name, view.slug, view.id);
                 Ok(())
             }
         }
@@ -84,15 +67,9 @@ pub fn run(config: &Config, command: TenantCommand) -> Result<(), CliError> {
             if output.json {
                 return print_json(&list);
             }
-            println!(
-                "{:<27} {:<24} {:<9} {:<12} NAME",
-                "ID", "SLUG", "STATUS", "PLAN"
-            );
+            println!("{:<27} {:<24} {:<9} {:<12} NAME", "ID", "SLUG", "STATUS", "PLAN");
             for t in list {
-                println!(
-                    "{:<27} {:<24} {:<9} {:<12} {}",
-                    t.id, t.slug, t.status, t.plan, t.name
-                );
+                println!("{:<27} {:<24} {:<9} {:<12} {}", t.id, t.slug, t.status, t.plan, t.name);
             }
             Ok(())
         }
@@ -110,81 +87,16 @@ pub fn run(config: &Config, command: TenantCommand) -> Result<(), CliError> {
         TenantCommand::Disable { tenant, output } => {
             let mut conn = connect_current(config)?;
             let found = resolve(&mut conn, &tenant)?;
-            let id = found.id();
-            let changed = conn.transaction(|conn| {
-                let changed = tenants::disable(conn, &id)?;
-                if changed {
-                    audit::insert(
-                        conn,
-                        &AuditEvent::new(ActorKind::System, "tenant.disable", Outcome::Success)
-                            .tenant(&id)
-                            .actor("cli")
-                            .target("tenant", id.as_str()),
-                    )?;
-                }
-                diesel::QueryResult::Ok(changed)
-            })?;
-            let view = tenants::find_view(&mut conn, &id)?;
+            let was_active = found.status() == crate::domain::TenantStatus::Active;
+            let view = service::tenants::disable(&mut conn, &found.id(), &Actor::cli())?;
             if output.json {
                 print_json(&view)
             } else {
-                println!(
-                    "tenant {} is {}",
-                    view.slug,
-                    if changed {
-                        "now disabled"
-                    } else {
-                        "already disabled"
-                    }
-                );
+                println!("tenant {} is {}", view.slug, if was_active { "now disabled" } else { "already disabled" });
                 Ok(())
             }
         }
     }
-}
-
-/// Creates a tenant on the named plan and audits it, in one transaction.
-pub fn create(
-    conn: &mut PgConnection,
-    name: &str,
-    slug: &Slug,
-    tz: TimeZone,
-    plan: &str,
-) -> Result<TenantView, CliError> {
-    let plan = plans::find_by_name(conn, plan).map_err(|e| match e {
-        diesel::result::Error::NotFound => {
-            CliError::Usage(format!("--plan: no plan named `{plan}`"))
-        }
-        other => CliError::from(other),
-    })?;
-    let id = TenantId::generate();
-    let result = conn.transaction(|conn| {
-        tenants::insert(
-            conn,
-            &NewTenant {
-                id: id.as_str(),
-                slug: slug.as_str(),
-                name,
-                time_zone: tz.name(),
-                plan_id: &plan.id,
-            },
-        )?;
-        audit::insert(
-            conn,
-            &AuditEvent::new(ActorKind::System, "tenant.create", Outcome::Success)
-                .tenant(&id)
-                .actor("cli")
-                .target("tenant", id.as_str())
-                .details(serde_json::json!({ "slug": slug.as_str(), "plan": plan.name })),
-        )?;
-        tenants::find_view(conn, &id)
-    });
-    result.map_err(|e| match DbError::from(e) {
-        DbError::Conflict(_) => CliError::runtime(format!(
-            "a tenant with slug `{slug}` already exists (choose another with --slug)"
-        )),
-        other => other.into(),
-    })
 }
 
 /// Finds a tenant by id (`ten_…`) or slug.

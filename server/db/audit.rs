@@ -53,6 +53,7 @@ impl Outcome {
 /// An audit event to record. Build with `AuditEvent::new` and the `with_*` setters.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
+    pub occurred_at: DateTime<Utc>,
     pub tenant_id: Option<TenantId>,
     pub actor_kind: ActorKind,
     pub actor_id: Option<String>,
@@ -68,6 +69,7 @@ pub struct AuditEvent {
 impl AuditEvent {
     pub fn new(actor_kind: ActorKind, action: &'static str, outcome: Outcome) -> Self {
         AuditEvent {
+            occurred_at: Utc::now(),
             tenant_id: None,
             actor_kind,
             actor_id: None,
@@ -97,6 +99,13 @@ impl AuditEvent {
         self
     }
 
+    /// Where the request came from and its id, for events caused by an HTTP request.
+    pub fn origin(mut self, source_ip: Option<std::net::IpAddr>, request_id: Option<String>) -> Self {
+        self.source_ip = source_ip.map(|ip| ip.to_string());
+        self.request_id = request_id;
+        self
+    }
+
     pub fn details(mut self, details: serde_json::Value) -> Self {
         self.details = details;
         self
@@ -120,32 +129,57 @@ pub struct AuditRow {
     pub details: serde_json::Value,
 }
 
+#[derive(Insertable)]
+#[diesel(table_name = audit_events)]
+struct NewAuditRow<'a> {
+    occurred_at: DateTime<Utc>,
+    id: uuid::Uuid,
+    tenant_id: Option<&'a str>,
+    actor_kind: &'a str,
+    actor_id: Option<&'a str>,
+    action: &'a str,
+    target_kind: Option<&'a str>,
+    target_id: Option<&'a str>,
+    outcome: &'a str,
+    source_ip: Option<&'a str>,
+    request_id: Option<&'a str>,
+    details: &'a serde_json::Value,
+}
+
+impl<'a> NewAuditRow<'a> {
+    fn from_event(e: &'a AuditEvent) -> Self {
+        NewAuditRow {
+            occurred_at: e.occurred_at,
+            id: uuid::Uuid::now_v7(),
+            tenant_id: e.tenant_id.as_ref().map(TenantId::as_str),
+            actor_kind: e.actor_kind.as_str(),
+            actor_id: e.actor_id.as_deref(),
+            action: e.action,
+            target_kind: e.target_kind,
+            target_id: e.target_id.as_deref(),
+            outcome: e.outcome.as_str(),
+            source_ip: e.source_ip.as_deref(),
+            request_id: e.request_id.as_deref(),
+            details: &e.details,
+        }
+    }
+}
+
 pub fn insert(conn: &mut PgConnection, event: &AuditEvent) -> QueryResult<()> {
-    diesel::insert_into(audit_events::table)
-        .values((
-            audit_events::occurred_at.eq(Utc::now()),
-            audit_events::id.eq(uuid::Uuid::now_v7()),
-            audit_events::tenant_id.eq(event.tenant_id.as_ref().map(TenantId::as_str)),
-            audit_events::actor_kind.eq(event.actor_kind.as_str()),
-            audit_events::actor_id.eq(event.actor_id.as_deref()),
-            audit_events::action.eq(event.action),
-            audit_events::target_kind.eq(event.target_kind),
-            audit_events::target_id.eq(event.target_id.as_deref()),
-            audit_events::outcome.eq(event.outcome.as_str()),
-            audit_events::source_ip.eq(event.source_ip.as_deref()),
-            audit_events::request_id.eq(event.request_id.as_deref()),
-            audit_events::details.eq(&event.details),
-        ))
-        .execute(conn)
-        .map(drop)
+    insert_many(conn, std::slice::from_ref(event))
+}
+
+/// One multi-row INSERT for a batch (the background writer's path).
+pub fn insert_many(conn: &mut PgConnection, events: &[AuditEvent]) -> QueryResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<NewAuditRow<'_>> = events.iter().map(NewAuditRow::from_event).collect();
+    diesel::insert_into(audit_events::table).values(&rows).execute(conn).map(drop)
 }
 
 /// A tenant's audit events, newest first.
-pub fn list_for_tenant(
-    conn: &mut PgConnection,
-    tenant: &TenantId,
-    limit: i64,
-) -> QueryResult<Vec<AuditRow>> {
+pub fn list_for_tenant(conn: &mut PgConnection, tenant: &TenantId, limit: i64) -> QueryResult<Vec<AuditRow>> {
     audit_events::table
         .filter(audit_events::tenant_id.eq(tenant.as_str()))
         .order((audit_events::occurred_at.desc(), audit_events::id.desc()))

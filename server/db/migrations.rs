@@ -17,8 +17,7 @@ pub fn run_pending(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
         .run_pending_migrations(MIGRATIONS)
         .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>())
         .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
-    let unlock =
-        diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")).execute(conn);
+    let unlock = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")).execute(conn);
     let applied = result?;
     unlock?;
     Ok(applied)
@@ -26,16 +25,12 @@ pub fn run_pending(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
 
 /// Versions the binary knows that the database has not applied yet.
 pub fn pending(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
-    let pending = conn
-        .pending_migrations(MIGRATIONS)
-        .map_err(|e| anyhow::anyhow!("cannot read migration state: {e}"))?;
+    let pending = conn.pending_migrations(MIGRATIONS).map_err(|e| anyhow::anyhow!("cannot read migration state: {e}"))?;
     Ok(pending.iter().map(|m| m.name().to_string()).collect())
 }
 
 /// Reverts every migration (tests and `down` checks only).
 pub fn revert_all(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
-    let reverted = conn
-        .revert_all_migrations(MIGRATIONS)
-        .map_err(|e| anyhow::anyhow!("revert failed: {e}"))?;
+    let reverted = conn.revert_all_migrations(MIGRATIONS).map_err(|e| anyhow::anyhow!("revert failed: {e}"))?;
     Ok(reverted.iter().map(ToString::to_string).collect())
 }

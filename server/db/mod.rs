@@ -3,13 +3,19 @@
 //! take `&mut PgConnection` and, for tenant data, an explicit `TenantId`. Handlers and actors never
 //! touch the pool directly: they call `db.run(…)`.
 
+pub mod admins;
+pub mod api_keys;
 pub mod audit;
+pub mod clients;
 pub mod migrations;
 pub mod operators;
 pub mod partitions;
 pub mod plans;
+pub mod revocations;
 pub mod schema;
+pub mod signing_keys;
 pub mod tenants;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,15 +53,9 @@ impl From<DieselError> for DbError {
         match e {
             DieselError::NotFound => DbError::NotFound,
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
-                DbError::Conflict(
-                    info.constraint_name()
-                        .unwrap_or("unique constraint")
-                        .to_owned(),
-                )
+                DbError::Conflict(info.constraint_name().unwrap_or("unique constraint").to_owned())
             }
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
-                DbError::Unavailable(info.message().to_owned())
-            }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => DbError::Unavailable(info.message().to_owned()),
             other => DbError::Query(other),
         }
     }
@@ -81,12 +81,7 @@ impl Db {
             .test_on_check_out(true)
             .error_handler(Box::new(TracingErrorHandler))
             .build_unchecked(ConnectionManager::new(url));
-        Db {
-            pool,
-            url: Arc::from(url),
-            permits: Arc::new(Semaphore::new(config.pool_size as usize)),
-            checkout_timeout,
-        }
+        Db { pool, url: Arc::from(url), permits: Arc::new(Semaphore::new(config.pool_size as usize)), checkout_timeout }
     }
 
     /// Retries with exponential backoff (250 ms doubling to 5 s) until a connection succeeds or
@@ -97,10 +92,9 @@ impl Db {
         let mut attempt = 1u32;
         loop {
             let url = self.url.clone();
-            let result =
-                tokio::task::spawn_blocking(move || PgConnection::establish(&url).map(drop))
-                    .await
-                    .map_err(|e| DbError::Other(anyhow::anyhow!("database probe panicked: {e}")))?;
+            let result = tokio::task::spawn_blocking(move || PgConnection::establish(&url).map(drop))
+                .await
+                .map_err(|e| DbError::Other(anyhow::anyhow!("database probe panicked: {e}")))?;
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) if started.elapsed() + backoff < timeout => {
@@ -126,19 +120,16 @@ impl Db {
         F: FnOnce(&mut PgConnection) -> Result<T, DbError> + Send + 'static,
         T: Send + 'static,
     {
-        let permit =
-            tokio::time::timeout(self.checkout_timeout, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| DbError::Unavailable("all database connections are busy".into()))?
-                .map_err(|_| DbError::Unavailable("database handle closed".into()))?;
+        let permit = tokio::time::timeout(self.checkout_timeout, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| DbError::Unavailable("all database connections are busy".into()))?
+            .map_err(|_| DbError::Unavailable("database handle closed".into()))?;
         let pool = self.pool.clone();
         let span = tracing::Span::current();
         actix_web::web::block(move || {
             let _entered = span.enter();
             let _permit = permit;
-            let mut conn = pool
-                .get()
-                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+            let mut conn = pool.get().map_err(|e| DbError::Unavailable(e.to_string()))?;
             f(&mut conn)
         })
         .instrument(tracing::Span::current())
@@ -167,9 +158,7 @@ impl Db {
 
     /// A connection for start-up and maintenance code that is already on a blocking thread.
     pub fn get_blocking(&self) -> Result<PgPooled, DbError> {
-        self.pool
-            .get()
-            .map_err(|e| DbError::Unavailable(e.to_string()))
+        self.pool.get().map_err(|e| DbError::Unavailable(e.to_string()))
     }
 }
 
@@ -204,11 +193,7 @@ pub fn redact_url(url: &str) -> String {
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                format!("{scheme}://{user}@{host}{tail}")
-            }
+            if userinfo.contains(':') { format!("{scheme}://{user}:***@{host}{tail}") } else { format!("{scheme}://{user}@{host}{tail}") }
         }
         None => url.to_owned(),
     }
@@ -220,18 +205,9 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            redact_url("postgres://u:pw@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            redact_url("postgresql:///db?host=/tmp/x"),
-            "postgresql:///db?host=/tmp/x"
-        );
-        assert_eq!(
-            redact_url("postgres://u:p@ss@h/db"),
-            "postgres://u:***@h/db"
-        );
+        assert_eq!(redact_url("postgresql:///db?host=/tmp/x"), "postgresql:///db?host=/tmp/x");
+        assert_eq!(redact_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
     }
 }

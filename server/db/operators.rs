@@ -34,26 +34,13 @@ pub struct NewOperator<'a> {
 }
 
 pub fn insert(conn: &mut PgConnection, new: &NewOperator<'_>) -> QueryResult<Operator> {
-    diesel::insert_into(operators::table)
-        .values(new)
-        .returning(Operator::as_returning())
-        .get_result(conn)
+    diesel::insert_into(operators::table).values(new).returning(Operator::as_returning()).get_result(conn)
 }
 
 pub fn find_by_email(conn: &mut PgConnection, email: &str) -> QueryResult<Operator> {
-    operators::table
-        .filter(lower(operators::email).eq(email.to_lowercase()))
-        .select(Operator::as_select())
-        .first(conn)
+    operators::table.filter(lower(operators::email).eq(email.to_lowercase())).select(Operator::as_select()).first(conn)
 }
 
-pub fn update_password(
-    conn: &mut PgConnection,
-    id: &OperatorId,
-    password_hash: &str,
-) -> QueryResult<()> {
-    diesel::update(operators::table.find(id.as_str()))
-        .set(operators::password_hash.eq(password_hash))
-        .execute(conn)
-        .map(drop)
+pub fn update_password(conn: &mut PgConnection, id: &OperatorId, password_hash: &str) -> QueryResult<()> {
+    diesel::update(operators::table.find(id.as_str())).set(operators::password_hash.eq(password_hash)).execute(conn).map(drop)
 }

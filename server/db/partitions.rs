@@ -21,18 +21,9 @@ pub struct Partitioned {
 
 pub fn partitioned_tables(retention: &RetentionConfig) -> [Partitioned; 3] {
     [
-        Partitioned {
-            table: "usage_rollups",
-            retention_months: retention.usage_months,
-        },
-        Partitioned {
-            table: "usage_events",
-            retention_months: retention.usage_months,
-        },
-        Partitioned {
-            table: "audit_events",
-            retention_months: retention.audit_months,
-        },
+        Partitioned { table: "usage_rollups", retention_months: retention.usage_months },
+        Partitioned { table: "usage_events", retention_months: retention.usage_months },
+        Partitioned { table: "audit_events", retention_months: retention.audit_months },
     ]
 }
 
@@ -40,8 +31,7 @@ pub fn partitioned_tables(retention: &RetentionConfig) -> [Partitioned; 3] {
 pub fn month_start(at: DateTime<Utc>, offset: i32) -> NaiveDate {
     let months = at.year() * 12 + at.month0() as i32 + offset;
     // month0 is 0..=11 and day 1 exists in every month, so this cannot fail.
-    NaiveDate::from_ymd_opt(months.div_euclid(12), months.rem_euclid(12) as u32 + 1, 1)
-        .unwrap_or_default()
+    NaiveDate::from_ymd_opt(months.div_euclid(12), months.rem_euclid(12) as u32 + 1, 1).unwrap_or_default()
 }
 
 pub fn partition_name(table: &str, month: NaiveDate) -> String {
@@ -59,9 +49,7 @@ fn parse_partition_month(table: &str, name: &str) -> Option<NaiveDate> {
 }
 
 fn utc_midnight(day: NaiveDate) -> String {
-    Utc.from_utc_datetime(&day.and_time(chrono::NaiveTime::MIN))
-        .format("%Y-%m-%d %H:%M:%S+00")
-        .to_string()
+    Utc.from_utc_datetime(&day.and_time(chrono::NaiveTime::MIN)).format("%Y-%m-%d %H:%M:%S+00").to_string()
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -72,11 +60,7 @@ pub struct MaintenanceReport {
 
 /// Creates partitions from the current month to `ahead` months ahead and drops partitions wholly
 /// older than each table's retention. Idempotent; one transaction under an advisory lock.
-pub fn maintain(
-    conn: &mut PgConnection,
-    now: DateTime<Utc>,
-    retention: &RetentionConfig,
-) -> anyhow::Result<MaintenanceReport> {
+pub fn maintain(conn: &mut PgConnection, now: DateTime<Utc>, retention: &RetentionConfig) -> anyhow::Result<MaintenanceReport> {
     conn.transaction(|conn| {
         conn.batch_execute(&format!("SELECT pg_advisory_xact_lock({PARTITION_LOCK_KEY})"))?;
         let mut report = MaintenanceReport::default();
@@ -135,22 +119,10 @@ mod tests {
     #[test]
     fn month_arithmetic_crosses_years() {
         let at = Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap();
-        assert_eq!(
-            month_start(at, 0),
-            NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()
-        );
-        assert_eq!(
-            month_start(at, 2),
-            NaiveDate::from_ymd_opt(2027, 1, 1).unwrap()
-        );
-        assert_eq!(
-            month_start(at, -11),
-            NaiveDate::from_ymd_opt(2025, 12, 1).unwrap()
-        );
-        assert_eq!(
-            month_start(at, -23),
-            NaiveDate::from_ymd_opt(2024, 12, 1).unwrap()
-        );
+        assert_eq!(month_start(at, 0), NaiveDate::from_ymd_opt(2026, 11, 1).unwrap());
+        assert_eq!(month_start(at, 2), NaiveDate::from_ymd_opt(2027, 1, 1).unwrap());
+        assert_eq!(month_start(at, -11), NaiveDate::from_ymd_opt(2025, 12, 1).unwrap());
+        assert_eq!(month_start(at, -23), NaiveDate::from_ymd_opt(2024, 12, 1).unwrap());
     }
 
     #[test]
@@ -160,9 +132,6 @@ mod tests {
         assert_eq!(name, "audit_events_p202701");
         assert_eq!(parse_partition_month("audit_events", &name), Some(m));
         assert_eq!(parse_partition_month("usage_events", &name), None);
-        assert_eq!(
-            parse_partition_month("audit_events", "audit_events_pxx"),
-            None
-        );
+        assert_eq!(parse_partition_month("audit_events", "audit_events_pxx"), None);
     }
 }

@@ -41,22 +41,13 @@ impl Plan {
 }
 
 pub fn find_by_name(conn: &mut PgConnection, name: &str) -> QueryResult<Plan> {
-    plans::table
-        .filter(plans::name.eq(name))
-        .select(Plan::as_select())
-        .first(conn)
+    plans::table.filter(plans::name.eq(name)).select(Plan::as_select()).first(conn)
 }
 
 pub fn find(conn: &mut PgConnection, id: &PlanId) -> QueryResult<Plan> {
-    plans::table
-        .find(id.as_str())
-        .select(Plan::as_select())
-        .first(conn)
+    plans::table.find(id.as_str()).select(Plan::as_select()).first(conn)
 }
 
 pub fn list_all(conn: &mut PgConnection) -> QueryResult<Vec<Plan>> {
-    plans::table
-        .order(plans::name)
-        .select(Plan::as_select())
-        .load(conn)
+    plans::table.order(plans::name).select(Plan::as_select()).load(conn)
 }

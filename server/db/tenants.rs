@@ -44,7 +44,7 @@ pub struct NewTenant<'a> {
 }
 
 /// A tenant with its plan's name, as shown by the CLI and the management API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TenantView {
     pub id: String,
     pub slug: String,
@@ -72,24 +72,15 @@ impl TenantView {
 }
 
 pub fn insert(conn: &mut PgConnection, new: &NewTenant<'_>) -> QueryResult<Tenant> {
-    diesel::insert_into(tenants::table)
-        .values(new)
-        .returning(Tenant::as_returning())
-        .get_result(conn)
+    diesel::insert_into(tenants::table).values(new).returning(Tenant::as_returning()).get_result(conn)
 }
 
 pub fn find(conn: &mut PgConnection, id: &TenantId) -> QueryResult<Tenant> {
-    tenants::table
-        .find(id.as_str())
-        .select(Tenant::as_select())
-        .first(conn)
+    tenants::table.find(id.as_str()).select(Tenant::as_select()).first(conn)
 }
 
 pub fn find_by_slug(conn: &mut PgConnection, slug: &Slug) -> QueryResult<Tenant> {
-    tenants::table
-        .filter(tenants::slug.eq(slug.as_str()))
-        .select(Tenant::as_select())
-        .first(conn)
+    tenants::table.filter(tenants::slug.eq(slug.as_str())).select(Tenant::as_select()).first(conn)
 }
 
 pub fn find_view(conn: &mut PgConnection, id: &TenantId) -> QueryResult<TenantView> {
@@ -116,11 +107,7 @@ pub fn disable(conn: &mut PgConnection, id: &TenantId) -> QueryResult<bool> {
     let now = Utc::now();
     let changed = diesel::update(tenants::table.find(id.as_str()))
         .filter(tenants::status.eq(TenantStatus::Active.as_str()))
-        .set((
-            tenants::status.eq(TenantStatus::Disabled.as_str()),
-            tenants::disabled_at.eq(Some(now)),
-            tenants::updated_at.eq(now),
-        ))
+        .set((tenants::status.eq(TenantStatus::Disabled.as_str()), tenants::disabled_at.eq(Some(now)), tenants::updated_at.eq(now)))
         .execute(conn)?;
     Ok(changed == 1)
 }

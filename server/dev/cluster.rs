@@ -49,11 +49,7 @@ pub fn locate_binaries() -> Result<PathBuf, ClusterError> {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let version = name
-                .trim_start_matches("postgresql@")
-                .split('.')
-                .next()
-                .and_then(|v| v.parse().ok());
+            let version = name.trim_start_matches("postgresql@").split('.').next().and_then(|v| v.parse().ok());
             let bin = entry.path().join("bin");
             if let Some(version) = version {
                 if has_tools(&bin) {
@@ -63,10 +59,7 @@ pub fn locate_binaries() -> Result<PathBuf, ClusterError> {
         }
     }
     candidates.sort();
-    candidates
-        .pop()
-        .map(|(_, bin)| bin)
-        .ok_or(ClusterError::NotInstalled)
+    candidates.pop().map(|(_, bin)| bin).ok_or(ClusterError::NotInstalled)
 }
 
 /// The system user PostgreSQL tools run as when we are root.
@@ -91,37 +84,21 @@ impl PrivateCluster {
     pub fn new(root: &Path) -> Result<PrivateCluster, ClusterError> {
         let bin_dir = locate_binaries()?;
         let run_as = if nix::unistd::geteuid().is_root() {
-            let user = nix::unistd::User::from_name("postgres")
-                .context("cannot look up the postgres system user")?
-                .context(
-                    "running as root, but there is no `postgres` system user to run PostgreSQL as \
+            let user = nix::unistd::User::from_name("postgres").context("cannot look up the postgres system user")?.context(
+                "running as root, but there is no `postgres` system user to run PostgreSQL as \
                      (initdb refuses root); create one or run as a regular user",
-                )?;
-            Some(RunAs {
-                uid: user.uid,
-                gid: user.gid,
-            })
+            )?;
+            Some(RunAs { uid: user.uid, gid: user.gid })
         } else {
             None
         };
         let mut socket_dir = root.join("run");
-        if socket_dir
-            .join(format!(".s.PGSQL.{PORT}"))
-            .as_os_str()
-            .len()
-            > MAX_SOCKET_PATH
-        {
+        if socket_dir.join(format!(".s.PGSQL.{PORT}")).as_os_str().len() > MAX_SOCKET_PATH {
             let digest = Sha256::digest(root.as_os_str().as_encoded_bytes());
             let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
             socket_dir = std::env::temp_dir().join(format!("gatehouse-pg-{tag}"));
         }
-        Ok(PrivateCluster {
-            bin_dir,
-            pgdata: root.join("postgres"),
-            socket_dir,
-            run_as,
-            owns_server: false,
-        })
+        Ok(PrivateCluster { bin_dir, pgdata: root.join("postgres"), socket_dir, run_as, owns_server: false })
     }
 
     pub fn pgdata(&self) -> &Path {
@@ -142,14 +119,7 @@ impl PrivateCluster {
             .tool("initdb")?
             .arg("-D")
             .arg(&self.pgdata)
-            .args([
-                "-U",
-                ROLE,
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-locale",
-                "--no-instructions",
-            ])
+            .args(["-U", ROLE, "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-instructions"])
             .output()
             .context("cannot run initdb")?;
         check(&out, "initdb")?;
@@ -183,12 +153,8 @@ impl PrivateCluster {
             .args(["-w", "-t", "60", "-s", "start"])
             .output()
             .context("cannot run pg_ctl start")?;
-        check(&out, "pg_ctl start").with_context(|| {
-            format!(
-                "PostgreSQL did not start; see {}",
-                self.pgdata.join("server.log").display()
-            )
-        })?;
+        check(&out, "pg_ctl start")
+            .with_context(|| format!("PostgreSQL did not start; see {}", self.pgdata.join("server.log").display()))?;
         self.owns_server = true;
         Ok(())
     }
@@ -214,23 +180,14 @@ impl PrivateCluster {
         if !self.pgdata.join("PG_VERSION").is_file() {
             return Ok(false);
         }
-        let out = self
-            .tool("pg_ctl")?
-            .arg("-D")
-            .arg(&self.pgdata)
-            .arg("status")
-            .output()
-            .context("cannot run pg_ctl status")?;
+        let out = self.tool("pg_ctl")?.arg("-D").arg(&self.pgdata).arg("status").output().context("cannot run pg_ctl status")?;
         // pg_ctl status: 0 = running, 3 = not running, 4 = no accessible data directory.
         Ok(out.status.code() == Some(0))
     }
 
     /// libpq URL for `database` over the unix socket.
     pub fn url(&self, database: &str) -> String {
-        format!(
-            "postgresql://{ROLE}@/{database}?host={}&port={PORT}",
-            percent_encode_path(&self.socket_dir.display().to_string())
-        )
+        format!("postgresql://{ROLE}@/{database}?host={}&port={PORT}", percent_encode_path(&self.socket_dir.display().to_string()))
     }
 
     pub fn create_database_if_missing(&self, name: &str) -> Result<(), ClusterError> {
@@ -240,24 +197,16 @@ impl PrivateCluster {
             #[allow(dead_code)]
             datname: String,
         }
-        let mut conn = PgConnection::establish(&self.url("postgres"))
-            .context("cannot connect to the private cluster")?;
-        let found = diesel::sql_query(
-            "SELECT datname::text AS datname FROM pg_database WHERE datname = $1",
-        )
-        .bind::<Text, _>(name)
-        .load::<Found>(&mut conn)
-        .context("cannot list databases")?;
+        let mut conn = PgConnection::establish(&self.url("postgres")).context("cannot connect to the private cluster")?;
+        let found = diesel::sql_query("SELECT datname::text AS datname FROM pg_database WHERE datname = $1")
+            .bind::<Text, _>(name)
+            .load::<Found>(&mut conn)
+            .context("cannot list databases")?;
         if found.is_empty() {
             if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(anyhow::anyhow!(
-                    "database name `{name}` must be letters, digits and underscores"
-                )
-                .into());
+                return Err(anyhow::anyhow!("database name `{name}` must be letters, digits and underscores").into());
             }
-            diesel::sql_query(format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .context("cannot create the database")?;
+            diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).context("cannot create the database")?;
         }
         Ok(())
     }
@@ -281,8 +230,7 @@ impl PrivateCluster {
     /// they can reach it (a data folder under /root is not reachable by `postgres`).
     fn make_private_dir(&self, dir: &Path) -> Result<(), ClusterError> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot chmod {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).with_context(|| format!("cannot chmod {}", dir.display()))?;
         if let Some(run_as) = &self.run_as {
             nix::unistd::chown(dir, Some(run_as.uid), Some(run_as.gid))
                 .with_context(|| format!("cannot give {} to the postgres user", dir.display()))?;
@@ -325,12 +273,7 @@ fn check(out: &Output, what: &str) -> anyhow::Result<()> {
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    bail!(
-        "{what} failed ({}): {}{}",
-        out.status,
-        stderr.trim(),
-        stdout.trim()
-    )
+    bail!("{what} failed ({}): {}{}", out.status, stderr.trim(), stdout.trim())
 }
 
 /// Percent-encodes a filesystem path for a URL query value, keeping `/` readable.

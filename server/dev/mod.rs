@@ -16,11 +16,18 @@ use diesel::{Connection, PgConnection};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::password;
+use crate::auth::seal::MasterKey;
+use crate::auth::secrets::Pepper;
 use crate::cli::CliError;
 use crate::config::{Config, Secret};
+use crate::db::api_keys as db_api_keys;
 use crate::db::audit::{self, ActorKind, AuditEvent, Outcome};
-use crate::db::{migrations, operators, partitions, redact_url, tenants};
-use crate::domain::{Slug, TimeZone};
+use crate::db::{clients, migrations, operators, partitions, redact_url, tenants};
+use crate::domain::{ClientId, Slug, TenantId};
+use crate::service::api_keys::CreateApiKeyRequest;
+use crate::service::clients::CreateClientRequest;
+use crate::service::tenants::CreateTenantRequest;
+use crate::service::{self, Actor};
 use crate::startup::Application;
 use cluster::PrivateCluster;
 
@@ -39,148 +46,193 @@ pub struct DevArgs {
     pub listen: String,
 }
 
-/// The dev operator login, kept (mode 0600) in the data folder so every start can print it.
+/// Demo credentials, kept (mode 0600) in the data folder so every start can print them: the
+/// database keeps only hashes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DevLogin {
+pub struct DevCredentials {
     pub email: String,
     pub password: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub api_key: String,
+}
+
+/// Secrets `gatehouse dev` generates once and keeps in `<data-dir>/dev.toml`, a config file other
+/// `gatehouse` commands can use while dev runs (`GATEHOUSE_CONFIG=<data-dir>/dev.toml`).
+fn ensure_dev_config(config: &mut Config, data_dir: &Path, private_url: Option<&str>) -> Result<PathBuf, CliError> {
+    let path = data_dir.join("dev.toml");
+    let saved: Option<toml::Table> = fs::read_to_string(&path).ok().and_then(|t| t.parse().ok());
+    let saved_auth =
+        |key: &str| saved.as_ref().and_then(|t| t.get("auth")).and_then(|a| a.get(key)).and_then(|v| v.as_str()).map(str::to_owned);
+    if config.auth.master_key.is_empty() {
+        config.auth.master_key = Secret::new(saved_auth("master_key").unwrap_or_else(MasterKey::generate_encoded));
+    }
+    if config.auth.pepper.is_empty() {
+        config.auth.pepper = Secret::new(saved_auth("pepper").unwrap_or_else(|| crate::domain::random_base62(48)));
+    }
+    let mut text = String::from("# Written by `gatehouse dev`: development secrets. Do not use in production.\n");
+    if let Some(url) = private_url {
+        text.push_str(&format!("[database]\nurl = {}\n", toml::Value::String(url.to_owned())));
+    }
+    text.push_str(&format!(
+        "[auth]\nmaster_key = {}\npepper = {}\n",
+        toml::Value::String(config.auth.master_key.expose().to_owned()),
+        toml::Value::String(config.auth.pepper.expose().to_owned()),
+    ));
+    write_private(&path, text.as_bytes())?;
+    Ok(path)
 }
 
 pub fn run(mut config: Config, args: DevArgs) -> Result<(), CliError> {
     config.server.listen = args.listen.clone();
     config.validate()?;
-    fs::create_dir_all(&args.data_dir).map_err(|e| {
-        CliError::runtime(format!(
-            "cannot create data folder {}: {e}",
-            args.data_dir.display()
-        ))
-    })?;
-    let data_dir = fs::canonicalize(&args.data_dir).map_err(|e| {
-        CliError::runtime(format!("cannot resolve {}: {e}", args.data_dir.display()))
-    })?;
+    fs::create_dir_all(&args.data_dir)
+        .map_err(|e| CliError::runtime(format!("cannot create data folder {}: {e}", args.data_dir.display())))?;
+    let data_dir =
+        fs::canonicalize(&args.data_dir).map_err(|e| CliError::runtime(format!("cannot resolve {}: {e}", args.data_dir.display())))?;
 
+    // A URL pointing at our own private cluster (e.g. from an exported dev.toml) is not "external".
+    let cluster = PrivateCluster::new(&data_dir);
+    let private_url = cluster.as_ref().ok().map(|c| c.url(DEV_DATABASE));
+    let external = !config.database.url.is_empty() && Some(config.database.url.expose()) != private_url.as_deref();
     // Declared before the server so it is dropped (and the cluster stopped) after it.
-    let mut cluster = None;
-    if config.database.url.is_empty() {
-        let mut c = PrivateCluster::new(&data_dir).map_err(CliError::runtime)?;
+    let mut running = None;
+    if external {
+        eprintln!("using the database at {} (DATABASE_URL); no private cluster", redact_url(config.database.url.expose()));
+    } else {
+        let mut c = cluster.map_err(CliError::runtime)?;
         if c.ensure_initialized().map_err(CliError::runtime)? {
-            eprintln!(
-                "created a private PostgreSQL cluster in {}",
-                c.pgdata().display()
-            );
+            eprintln!("created a private PostgreSQL cluster in {}", c.pgdata().display());
         }
         c.start().map_err(CliError::runtime)?;
-        c.create_database_if_missing(DEV_DATABASE)
-            .map_err(CliError::runtime)?;
+        c.create_database_if_missing(DEV_DATABASE).map_err(CliError::runtime)?;
         config.database.url = Secret::new(c.url(DEV_DATABASE));
-        cluster = Some(c);
-    } else {
-        eprintln!(
-            "using the database at {} (DATABASE_URL); no private cluster",
-            redact_url(config.database.url.expose())
-        );
+        running = Some(c);
     }
+    let own_url = (!external).then(|| config.database.url.expose().to_owned());
+    let config_path = ensure_dev_config(&mut config, &data_dir, own_url.as_deref())?;
+    config.validate()?;
 
     let url = config.database_url()?.to_owned();
-    let mut conn = PgConnection::establish(&url)
-        .map_err(|e| CliError::runtime(format!("cannot connect to {}: {e}", redact_url(&url))))?;
+    let mut conn = PgConnection::establish(&url).map_err(|e| CliError::runtime(format!("cannot connect to {}: {e}", redact_url(&url))))?;
     migrations::run_pending(&mut conn)?;
     partitions::maintain(&mut conn, chrono::Utc::now(), &config.retention)?;
-    let seeded = seed(&mut conn, &data_dir)?;
+    let seeded = seed(&mut conn, &data_dir, &Pepper::new(&config.auth.pepper))?;
     drop(conn);
 
     let result = actix_rt::System::new().block_on(async move {
         let app = Application::build(config).await?;
         let base = app.base_url(host_of(&args.listen));
-        print_banner(&base, &seeded, &url);
+        print_banner(&base, &seeded, &config_path);
         app.run_until_stopped().await
     });
-    drop(cluster);
+    drop(running);
     result.map_err(CliError::from)
 }
 
 /// What `seed` made or found.
 #[derive(Debug)]
 pub struct Seeded {
-    pub login: DevLogin,
+    pub credentials: DevCredentials,
     pub tenant_id: String,
     pub tenant_slug: String,
 }
 
-/// Ensures the demo tenant and the dev operator exist. Idempotent.
-pub fn seed(conn: &mut PgConnection, data_dir: &Path) -> Result<Seeded, CliError> {
+/// Ensures the demo tenant, the dev operator, a demo OAuth2 client and a demo API key exist, and
+/// that the saved credentials still work. Idempotent.
+pub fn seed(conn: &mut PgConnection, data_dir: &Path, pepper: &Pepper) -> Result<Seeded, CliError> {
     let slug = Slug::parse(DEMO_TENANT_SLUG).map_err(CliError::runtime)?;
     let tenant = match tenants::find_by_slug(conn, &slug) {
-        Ok(t) => t.id().to_string(),
+        Ok(t) => t.id(),
         Err(diesel::result::Error::NotFound) => {
-            let tz = TimeZone::parse("UTC").map_err(CliError::runtime)?;
-            crate::cli::tenant::create(conn, "Demo", &slug, tz, "default")?.id
+            let req = CreateTenantRequest { name: "Demo".into(), slug: Some(slug.to_string()), time_zone: None, plan: None };
+            TenantId::from_trusted(service::tenants::create(conn, &req, &Actor::cli())?.id)
         }
         Err(e) => return Err(e.into()),
     };
 
-    let login_file = data_dir.join("dev-login.json");
-    let saved: Option<DevLogin> = fs::read(&login_file)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let file = data_dir.join("dev-credentials.json");
+    let saved: Option<DevCredentials> = fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok());
     let existing = match operators::find_by_email(conn, DEV_OPERATOR_EMAIL) {
         Ok(op) => Some(op),
         Err(diesel::result::Error::NotFound) => None,
         Err(e) => return Err(e.into()),
     };
-    let login = match (existing, saved) {
-        (Some(op), Some(saved)) if password::verify(&saved.password, &op.password_hash) => saved,
-        (existing, _) => {
-            // First start, or the saved login no longer matches (e.g. a reused DATABASE_URL):
-            // set a fresh random password and save it.
-            let login = DevLogin {
-                email: DEV_OPERATOR_EMAIL.into(),
-                password: password::generate(),
+    let mut creds = saved.clone().unwrap_or_else(|| DevCredentials {
+        email: DEV_OPERATOR_EMAIL.into(),
+        password: String::new(),
+        client_id: String::new(),
+        client_secret: String::new(),
+        api_key: String::new(),
+    });
+    let mut changed = saved.is_none();
+
+    let password_ok =
+        existing.as_ref().is_some_and(|op| !creds.password.is_empty() && password::verify(&creds.password, &op.password_hash));
+    if !password_ok {
+        // First start, or the saved login no longer matches (e.g. a reused DATABASE_URL).
+        creds.password = password::generate();
+        let hash = password::hash(&creds.password).map_err(CliError::runtime)?;
+        conn.transaction(|conn| {
+            let id = match &existing {
+                Some(op) => {
+                    operators::update_password(conn, &op.id(), &hash)?;
+                    op.id.clone()
+                }
+                None => {
+                    let id = crate::domain::OperatorId::generate();
+                    operators::insert(conn, &operators::NewOperator { id: id.as_str(), email: &creds.email, password_hash: &hash })?;
+                    id.to_string()
+                }
             };
-            let hash = password::hash(&login.password).map_err(CliError::runtime)?;
-            conn.transaction(|conn| {
-                let id = match existing {
-                    Some(op) => {
-                        operators::update_password(conn, &op.id(), &hash)?;
-                        op.id
-                    }
-                    None => {
-                        let id = crate::domain::OperatorId::generate();
-                        operators::insert(
-                            conn,
-                            &operators::NewOperator {
-                                id: id.as_str(),
-                                email: &login.email,
-                                password_hash: &hash,
-                            },
-                        )?;
-                        id.to_string()
-                    }
-                };
-                audit::insert(
-                    conn,
-                    &AuditEvent::new(
-                        ActorKind::System,
-                        "operator.dev_login_set",
-                        Outcome::Success,
-                    )
-                    .actor("dev")
-                    .target("operator", id),
-                )
-            })?;
-            save_login(&login_file, &login)?;
-            login
-        }
-    };
-    Ok(Seeded {
-        login,
-        tenant_id: tenant,
-        tenant_slug: slug.to_string(),
-    })
+            audit::insert(
+                conn,
+                &AuditEvent::new(ActorKind::System, "operator.dev_login_set", Outcome::Success).actor("dev").target("operator", id),
+            )
+        })?;
+        changed = true;
+    }
+
+    let client_ok = ClientId::parse(&creds.client_id).is_ok_and(|id| {
+        clients::find(conn, &tenant, &id).is_ok_and(|c| c.disabled_at.is_none() && pepper.verify(&creds.client_secret, &c.secret_hash))
+    });
+    if !client_ok {
+        let req = CreateClientRequest {
+            name: "demo client".into(),
+            scopes: vec!["chat:completions".into(), "audio:align".into(), "models:read".into()],
+            ip_allowlist: Vec::new(),
+            token_ttl_seconds: None,
+            secret_expires_at: None,
+        };
+        let created = service::clients::create(conn, pepper, &tenant, &req, &Actor::cli())?;
+        creds.client_id = created.client.client_id;
+        creds.client_secret = created.client_secret;
+        changed = true;
+    }
+
+    let key_ok = crate::auth::secrets::parse_api_key(&creds.api_key).is_some_and(|parsed| {
+        db_api_keys::find(conn, &tenant, parsed.id).is_ok_and(|k| k.revoked_at.is_none() && pepper.verify(&creds.api_key, &k.secret_hash))
+    });
+    if !key_ok {
+        let req = CreateApiKeyRequest {
+            name: "demo key".into(),
+            scopes: vec!["chat:completions".into(), "audio:align".into(), "models:read".into()],
+            environment: Some("test".into()),
+            expires_in_days: None,
+            ip_allowlist: Vec::new(),
+        };
+        creds.api_key = service::api_keys::create(conn, pepper, &tenant, &req, &Actor::cli())?.key;
+        changed = true;
+    }
+    if changed {
+        let text = serde_json::to_vec_pretty(&creds).map_err(CliError::runtime)?;
+        write_private(&file, &text)?;
+    }
+    Ok(Seeded { credentials: creds, tenant_id: tenant.to_string(), tenant_slug: slug.to_string() })
 }
 
-fn save_login(path: &Path, login: &DevLogin) -> Result<(), CliError> {
-    let text = serde_json::to_vec_pretty(login).map_err(CliError::runtime)?;
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), CliError> {
     let _ = fs::remove_file(path);
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -188,8 +240,7 @@ fn save_login(path: &Path, login: &DevLogin) -> Result<(), CliError> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(&text)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -201,21 +252,31 @@ fn host_of(listen: &str) -> &str {
     }
 }
 
-fn print_banner(base: &str, seeded: &Seeded, url: &str) {
+fn print_banner(base: &str, seeded: &Seeded, config_path: &Path) {
+    let c = &seeded.credentials;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
         "\nGatehouse dev is running at {base}\n\
          \n  health:    curl -f {base}/healthz\
-         \n  ready:     curl -f {base}/readyz\
          \n  operator:  {email} / {password}\
          \n  tenant:    Demo (slug {slug}, id {tenant})\
-         \n  database:  export DATABASE_URL='{url}'   # for other gatehouse commands while dev runs\
+         \n  client:    {client_id}\
+         \n  api key:   {api_key}\
+         \n  config:    export GATEHOUSE_CONFIG={config}   # other gatehouse commands, same database\
+         \n\nGet an access token (OAuth2 client credentials):\
+         \n  curl -s -u '{client_id}:{client_secret}' -d grant_type=client_credentials {base}/oauth2/token\
+         \n\nList models with the API key (or with the token's access_token):\
+         \n  curl -s -H 'Authorization: Bearer {api_key}' {base}/v1/models\
          \n\nPress Ctrl-C to stop (the private PostgreSQL stops with it).\n",
-        email = seeded.login.email,
-        password = seeded.login.password,
+        email = c.email,
+        password = c.password,
         slug = seeded.tenant_slug,
         tenant = seeded.tenant_id,
+        client_id = c.client_id,
+        client_secret = c.client_secret,
+        api_key = c.api_key,
+        config = config_path.display(),
     );
     let _ = out.flush();
 }

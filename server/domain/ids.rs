@@ -13,11 +13,7 @@ pub const ID_RANDOM_LEN: usize = 22;
 
 /// `len` characters from `[A-Za-z0-9]`, from the thread-local CSPRNG.
 pub fn random_base62(len: usize) -> String {
-    rand::rng()
-        .sample_iter(Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(Alphanumeric).take(len).map(char::from).collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,9 +28,7 @@ fn is_valid(value: &str, prefix: &str) -> bool {
     value
         .strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('_'))
-        .is_some_and(|rest| {
-            rest.len() == ID_RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric())
-        })
+        .is_some_and(|rest| rest.len() == ID_RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 macro_rules! define_id {
@@ -135,14 +129,7 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_refused() {
-        for bad in [
-            "",
-            "ten_",
-            "ten_short",
-            "ten_../../etc/passwd/aaaaaaaa",
-            "ten_aaaaaaaaaaaaaaaaaaaaa!",
-            "TEN_aaaaaaaaaaaaaaaaaaaaaa",
-        ] {
+        for bad in ["", "ten_", "ten_short", "ten_../../etc/passwd/aaaaaaaa", "ten_aaaaaaaaaaaaaaaaaaaaa!", "TEN_aaaaaaaaaaaaaaaaaaaaaa"] {
             assert!(TenantId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -2,7 +2,11 @@
 //! everything here is plain Rust, unit-tested inline.
 
 pub mod ids;
+pub mod net;
+pub mod scope;
 pub mod tenant;
 
 pub use ids::*;
+pub use net::*;
+pub use scope::*;
 pub use tenant::*;

@@ -7,9 +7,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TenantRuleError {
-    #[error(
-        "slug `{0}` is invalid: use 1-63 lowercase letters, digits and hyphens, not starting or ending with a hyphen"
-    )]
+    #[error("slug `{0}` is invalid: use 1-63 lowercase letters, digits and hyphens, not starting or ending with a hyphen")]
     InvalidSlug(String),
     #[error("name must be 1 to 200 characters")]
     InvalidName,
@@ -27,18 +25,10 @@ pub struct Slug(String);
 impl Slug {
     pub fn parse(value: &str) -> Result<Slug, TenantRuleError> {
         let ok = (1..=63).contains(&value.len())
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !value.starts_with('-')
             && !value.ends_with('-');
-        if ok {
-            Ok(Slug(value.to_owned()))
-        } else {
-            Err(TenantRuleError::InvalidSlug(
-                value.chars().take(80).collect(),
-            ))
-        }
+        if ok { Ok(Slug(value.to_owned())) } else { Err(TenantRuleError::InvalidSlug(value.chars().take(80).collect())) }
     }
 
     /// Derives a slug from a display name: "Acme Corp." → "acme-corp".
@@ -52,8 +42,7 @@ impl Slug {
             }
         }
         let trimmed: String = slug.trim_end_matches('-').chars().take(63).collect();
-        Slug::parse(trimmed.trim_end_matches('-'))
-            .map_err(|_| TenantRuleError::InvalidSlug(name.chars().take(80).collect()))
+        Slug::parse(trimmed.trim_end_matches('-')).map_err(|_| TenantRuleError::InvalidSlug(name.chars().take(80).collect()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -94,9 +83,7 @@ pub struct TimeZone(pub chrono_tz::Tz);
 
 impl TimeZone {
     pub fn parse(value: &str) -> Result<TimeZone, TenantRuleError> {
-        chrono_tz::Tz::from_str(value)
-            .map(TimeZone)
-            .map_err(|_| TenantRuleError::InvalidTimeZone(value.chars().take(80).collect()))
+        chrono_tz::Tz::from_str(value).map(TimeZone).map_err(|_| TenantRuleError::InvalidTimeZone(value.chars().take(80).collect()))
     }
 
     pub fn name(&self) -> &'static str {
@@ -138,10 +125,7 @@ mod tests {
     #[test]
     fn slug_from_name() {
         assert_eq!(Slug::from_name("Acme").unwrap().as_str(), "acme");
-        assert_eq!(
-            Slug::from_name("  Acme Corp. (EU) ").unwrap().as_str(),
-            "acme-corp-eu"
-        );
+        assert_eq!(Slug::from_name("  Acme Corp. (EU) ").unwrap().as_str(), "acme-corp-eu");
         assert!(Slug::from_name("!!!").is_err());
         assert!(Slug::from_name("日本").is_err());
     }
@@ -164,10 +148,7 @@ mod tests {
 
     #[test]
     fn time_zones() {
-        assert_eq!(
-            TimeZone::parse("Europe/Berlin").unwrap().name(),
-            "Europe/Berlin"
-        );
+        assert_eq!(TimeZone::parse("Europe/Berlin").unwrap().name(), "Europe/Berlin");
         assert_eq!(TimeZone::parse("UTC").unwrap().name(), "UTC");
         assert!(TimeZone::parse("Mars/Olympus").is_err());
     }

@@ -21,10 +21,7 @@ pub async fn get_readyz(state: web::Data<AppState>) -> HttpResponse {
     let (ready, checks) = match state.db.check_ready(timeout).await {
         Readiness::Ready => (true, json!({ "database": "ok", "migrations": "ok" })),
         Readiness::DatabaseUnreachable => (false, json!({ "database": "unreachable" })),
-        Readiness::MigrationsPending(n) => (
-            false,
-            json!({ "database": "ok", "migrations": format!("{n} pending") }),
-        ),
+        Readiness::MigrationsPending(n) => (false, json!({ "database": "ok", "migrations": format!("{n} pending") })),
     };
     let mut response = if ready {
         HttpResponse::Ok()

@@ -23,9 +23,7 @@ fn check_config_accepts_the_example_file() {
 
 #[test]
 fn check_config_redacts_the_database_password() {
-    let (code, stdout, _) = run(gatehouse()
-        .arg("check-config")
-        .env("DATABASE_URL", "postgres://u:hunter2@db/x"));
+    let (code, stdout, _) = run(gatehouse().arg("check-config").env("DATABASE_URL", "postgres://u:hunter2@db/x"));
     assert_eq!(code, 0);
     assert!(!stdout.contains("hunter2"), "{stdout}");
     assert!(stdout.contains("[redacted]"));
@@ -34,9 +32,7 @@ fn check_config_redacts_the_database_password() {
 #[test]
 fn config_file_given_by_environment_is_read() {
     let f = temp_config("[server]\nlisten = \"127.0.0.1:9999\"\n");
-    let (code, stdout, _) = run(gatehouse()
-        .arg("check-config")
-        .env("GATEHOUSE_CONFIG", f.path()));
+    let (code, stdout, _) = run(gatehouse().arg("check-config").env("GATEHOUSE_CONFIG", f.path()));
     assert_eq!(code, 0);
     assert!(stdout.contains("127.0.0.1:9999"), "{stdout}");
 }
@@ -44,10 +40,8 @@ fn config_file_given_by_environment_is_read() {
 #[test]
 fn environment_overrides_the_file() {
     let f = temp_config("[server]\nlisten = \"127.0.0.1:9999\"\n");
-    let (code, stdout, _) = run(gatehouse()
-        .args(["check-config", "--config"])
-        .arg(f.path())
-        .env("GATEHOUSE__SERVER__LISTEN", "127.0.0.1:7777"));
+    let (code, stdout, _) =
+        run(gatehouse().args(["check-config", "--config"]).arg(f.path()).env("GATEHOUSE__SERVER__LISTEN", "127.0.0.1:7777"));
     assert_eq!(code, 0);
     assert!(stdout.contains("127.0.0.1:7777"), "{stdout}");
 }
@@ -70,31 +64,24 @@ fn unknown_key_exits_2_and_names_it() {
 
 #[test]
 fn invalid_environment_value_exits_2_and_names_the_key() {
-    let (code, _, stderr) = run(gatehouse()
-        .arg("check-config")
-        .env("GATEHOUSE__DATABASE__POOL_SIZE", "many"));
+    let (code, _, stderr) = run(gatehouse().arg("check-config").env("GATEHOUSE__DATABASE__POOL_SIZE", "many"));
     assert_eq!(code, 2);
     assert!(stderr.contains("database.pool_size"), "{stderr}");
 }
 
 #[test]
 fn out_of_range_value_exits_2_and_names_the_key() {
-    let (code, _, stderr) = run(gatehouse()
-        .arg("check-config")
-        .env("GATEHOUSE__DATABASE__POOL_SIZE", "0"));
+    let (code, _, stderr) = run(gatehouse().arg("check-config").env("GATEHOUSE__DATABASE__POOL_SIZE", "0"));
     assert_eq!(code, 2);
     assert!(stderr.contains("database.pool_size"), "{stderr}");
-    let (code, _, stderr) = run(gatehouse()
-        .arg("check-config")
-        .env("GATEHOUSE__SERVER__LISTEN", "everywhere"));
+    let (code, _, stderr) = run(gatehouse().arg("check-config").env("GATEHOUSE__SERVER__LISTEN", "everywhere"));
     assert_eq!(code, 2);
     assert!(stderr.contains("server.listen"), "{stderr}");
 }
 
 #[test]
 fn missing_config_file_exits_2() {
-    let (code, _, stderr) =
-        run(gatehouse().args(["check-config", "--config", "/nonexistent/gatehouse.toml"]));
+    let (code, _, stderr) = run(gatehouse().args(["check-config", "--config", "/nonexistent/gatehouse.toml"]));
     assert_eq!(code, 2);
     assert!(stderr.contains("/nonexistent/gatehouse.toml"), "{stderr}");
 }
@@ -116,16 +103,10 @@ fn serve_without_a_database_url_exits_2() {
 fn serve_retries_an_unreachable_database_then_fails_clearly() {
     let (code, _, stderr) = run(gatehouse()
         .arg("serve")
-        .env(
-            "DATABASE_URL",
-            "postgres://nobody:secretpw@127.0.0.1:1/none",
-        )
+        .env("DATABASE_URL", "postgres://nobody:secretpw@127.0.0.1:1/none")
         .env("GATEHOUSE__DATABASE__STARTUP_TIMEOUT_S", "2"));
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("retrying"), "{stderr}");
     assert!(stderr.contains("is unreachable"), "{stderr}");
-    assert!(
-        !stderr.contains("secretpw"),
-        "the password leaked: {stderr}"
-    );
+    assert!(!stderr.contains("secretpw"), "the password leaked: {stderr}");
 }

@@ -11,8 +11,7 @@ fn cli(db: &TestDb, args: &[&str]) -> (i32, String, String) {
 }
 
 fn json(stdout: &str) -> Value {
-    serde_json::from_str(stdout)
-        .unwrap_or_else(|e| panic!("stdout is not only JSON ({e}): {stdout}"))
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("stdout is not only JSON ({e}): {stdout}"))
 }
 
 #[test]
@@ -30,12 +29,7 @@ fn tenant_create_prints_json_with_id_and_slug_and_list_shows_it() {
     let (code, stdout, _) = cli(&db, &["tenant", "list", "--json"]);
     assert_eq!(code, 0);
     let list = json(&stdout);
-    let found: Vec<_> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["id"] == id)
-        .collect();
+    let found: Vec<_> = list.as_array().unwrap().iter().filter(|t| t["id"] == id).collect();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["slug"], "acme");
 }
@@ -43,18 +37,7 @@ fn tenant_create_prints_json_with_id_and_slug_and_list_shows_it() {
 #[test]
 fn tenant_show_finds_by_id_and_slug_and_disable_disables() {
     let db = TestDb::new();
-    let (_, stdout, _) = cli(
-        &db,
-        &[
-            "tenant",
-            "create",
-            "--name",
-            "Umbrella Corp",
-            "--time-zone",
-            "Europe/Berlin",
-            "--json",
-        ],
-    );
+    let (_, stdout, _) = cli(&db, &["tenant", "create", "--name", "Umbrella Corp", "--time-zone", "Europe/Berlin", "--json"]);
     let created = json(&stdout);
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["slug"], "umbrella-corp");
@@ -83,10 +66,7 @@ fn tenant_show_finds_by_id_and_slug_and_disable_disables() {
 #[test]
 fn duplicate_slug_is_a_runtime_error_with_a_clear_message() {
     let db = TestDb::new();
-    assert_eq!(
-        cli(&db, &["tenant", "create", "--name", "Acme", "--json"]).0,
-        0
-    );
+    assert_eq!(cli(&db, &["tenant", "create", "--name", "Acme", "--json"]).0, 0);
     let (code, stdout, stderr) = cli(&db, &["tenant", "create", "--name", "ACME", "--json"]);
     assert_eq!(code, 1);
     assert!(stdout.is_empty());
@@ -97,14 +77,7 @@ fn duplicate_slug_is_a_runtime_error_with_a_clear_message() {
 fn invalid_tenant_input_is_a_usage_error() {
     let db = TestDb::new();
     for args in [
-        vec![
-            "tenant",
-            "create",
-            "--name",
-            "X",
-            "--time-zone",
-            "Mars/Olympus",
-        ],
+        vec!["tenant", "create", "--name", "X", "--time-zone", "Mars/Olympus"],
         vec!["tenant", "create", "--name", "X", "--slug", "Not A Slug"],
         vec!["tenant", "create", "--name", "   "],
         vec!["tenant", "create", "--name", "X", "--plan", "platinum"],
@@ -136,22 +109,13 @@ fn tenant_commands_refuse_a_database_with_pending_migrations() {
 #[test]
 fn operator_create_generates_a_password_once_and_stores_argon2id() {
     let db = TestDb::new();
-    let (code, stdout, stderr) = cli(
-        &db,
-        &["operator", "create", "--email", "ops@example.com", "--json"],
-    );
+    let (code, stdout, stderr) = cli(&db, &["operator", "create", "--email", "ops@example.com", "--json"]);
     assert_eq!(code, 0, "{stderr}");
     let created = json(&stdout);
     assert!(created["id"].as_str().unwrap().starts_with("opr_"));
     let password = created["password"].as_str().unwrap();
-    let hash: String = operators::table
-        .select(operators::password_hash)
-        .first(&mut db.conn())
-        .unwrap();
-    assert!(
-        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-        "{hash}"
-    );
+    let hash: String = operators::table.select(operators::password_hash).first(&mut db.conn()).unwrap();
+    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
     assert!(gatehouse::auth::password::verify(password, &hash));
 
     let (code, _, stderr) = cli(&db, &["operator", "create", "--email", "OPS@example.com"]);
@@ -165,14 +129,7 @@ fn operator_password_can_come_from_stdin_and_must_be_long_enough() {
     let db = TestDb::new();
     let pipe = |password: &str| {
         let mut child = gatehouse()
-            .args([
-                "operator",
-                "create",
-                "--email",
-                "a@example.com",
-                "--password-stdin",
-                "--json",
-            ])
+            .args(["operator", "create", "--email", "a@example.com", "--password-stdin", "--json"])
             .env("DATABASE_URL", &db.url)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -181,33 +138,18 @@ fn operator_password_can_come_from_stdin_and_must_be_long_enough() {
             .unwrap();
         writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
         let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
     assert_eq!(pipe("short").0, 2);
     let (code, stdout) = pipe("a long enough passphrase");
     assert_eq!(code, 0);
-    assert!(
-        json(&stdout).get("password").is_none(),
-        "a chosen password is never echoed"
-    );
-    let hash: String = operators::table
-        .select(operators::password_hash)
-        .first(&mut db.conn())
-        .unwrap();
-    assert!(gatehouse::auth::password::verify(
-        "a long enough passphrase",
-        &hash
-    ));
+    assert!(json(&stdout).get("password").is_none(), "a chosen password is never echoed");
+    let hash: String = operators::table.select(operators::password_hash).first(&mut db.conn()).unwrap();
+    assert!(gatehouse::auth::password::verify("a long enough passphrase", &hash));
 }
 
 #[test]
 fn invalid_email_is_a_usage_error() {
     let db = TestDb::new();
-    assert_eq!(
-        cli(&db, &["operator", "create", "--email", "not-an-email"]).0,
-        2
-    );
+    assert_eq!(cli(&db, &["operator", "create", "--email", "not-an-email"]).0, 2);
 }

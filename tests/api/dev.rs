@@ -36,32 +36,16 @@ fn start_dev(data_dir: &Path) -> Dev {
         banner.push_str(&line.unwrap());
         banner.push('\n');
     }
-    Dev {
-        child,
-        base,
-        banner,
-    }
+    Dev { child, base, banner }
 }
 
 fn get(url: &str) -> u16 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        reqwest::get(url)
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
-    })
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async { reqwest::get(url).await.map(|r| r.status().as_u16()).unwrap_or(0) })
 }
 
 fn interrupt(dev: &mut Dev) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(dev.child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(dev.child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let status = dev.child.wait().unwrap();
     assert!(status.success(), "dev exited with {status}");
 }
@@ -83,10 +67,7 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
 }
 
 fn line_with<'a>(banner: &'a str, prefix: &str) -> &'a str {
-    banner
-        .lines()
-        .find(|l| l.trim_start().starts_with(prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}` in {banner}"))
+    banner.lines().find(|l| l.trim_start().starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` in {banner}"))
 }
 
 #[test]
@@ -98,38 +79,19 @@ fn dev_runs_a_private_cluster_stops_it_on_sigint_and_reuses_it() {
     assert_eq!(get(&format!("{}/healthz", first.base)), 200);
     assert_eq!(get(&format!("{}/readyz", first.base)), 200);
     assert!(data_dir.join("postgres/PG_VERSION").is_file());
-    assert!(
-        !processes_mentioning(&data_dir.display().to_string()).is_empty(),
-        "postgres runs from the data folder"
-    );
+    assert!(!processes_mentioning(&data_dir.display().to_string()).is_empty(), "postgres runs from the data folder");
     interrupt(&mut first);
-    assert!(
-        !data_dir.join("postgres/postmaster.pid").exists(),
-        "postgres shut down cleanly"
-    );
-    assert_eq!(
-        processes_mentioning(&data_dir.display().to_string()),
-        Vec::<u32>::new(),
-        "no postgres process left"
-    );
+    assert!(!data_dir.join("postgres/postmaster.pid").exists(), "postgres shut down cleanly");
+    assert_eq!(processes_mentioning(&data_dir.display().to_string()), Vec::<u32>::new(), "no postgres process left");
 
     let mut second = start_dev(&data_dir);
     assert_eq!(get(&format!("{}/readyz", second.base)), 200);
     // Same tenant and the same operator login: the data was reused, not recreated.
-    assert_eq!(
-        line_with(&first.banner, "tenant:"),
-        line_with(&second.banner, "tenant:")
-    );
-    assert_eq!(
-        line_with(&first.banner, "operator:"),
-        line_with(&second.banner, "operator:")
-    );
+    assert_eq!(line_with(&first.banner, "tenant:"), line_with(&second.banner, "tenant:"));
+    assert_eq!(line_with(&first.banner, "operator:"), line_with(&second.banner, "operator:"));
     interrupt(&mut second);
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(
-        processes_mentioning(&data_dir.display().to_string()),
-        Vec::<u32>::new()
-    );
+    assert_eq!(processes_mentioning(&data_dir.display().to_string()), Vec::<u32>::new());
 }
 
 #[test]
@@ -152,14 +114,7 @@ fn dev_with_database_url_starts_no_cluster() {
         }
     };
     assert_eq!(get(&format!("{base}/readyz")), 200);
-    assert!(
-        !dir.path().join("postgres").exists(),
-        "no private cluster was created"
-    );
-    let mut dev = Dev {
-        child,
-        base,
-        banner: String::new(),
-    };
+    assert!(!dir.path().join("postgres").exists(), "no private cluster was created");
+    let mut dev = Dev { child, base, banner: String::new() };
     interrupt(&mut dev);
 }

@@ -22,29 +22,16 @@ async fn healthz_and_readyz_answer_200_on_a_current_database() {
 async fn readyz_is_503_while_migrations_are_pending() {
     let db = TestDb::empty();
     let app = TestApp::spawn_on(db, |_| {}).await;
-    assert_eq!(
-        app.get("/healthz").await.status(),
-        200,
-        "the process itself is fine"
-    );
+    assert_eq!(app.get("/healthz").await.status(), 200, "the process itself is fine");
     let r = app.get("/readyz").await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "5");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["checks"]["database"], "ok");
-    assert!(
-        body["checks"]["migrations"]
-            .as_str()
-            .unwrap()
-            .ends_with("pending")
-    );
+    assert!(body["checks"]["migrations"].as_str().unwrap().ends_with("pending"));
 
     gatehouse::db::migrations::run_pending(&mut app.db.conn()).unwrap();
-    assert_eq!(
-        app.get("/readyz").await.status(),
-        200,
-        "ready without a restart once migrated"
-    );
+    assert_eq!(app.get("/readyz").await.status(), 200, "ready without a restart once migrated");
 }
 
 #[actix_web::test]
@@ -57,16 +44,8 @@ async fn responses_carry_security_headers_and_a_unique_request_id() {
         assert_eq!(h["x-content-type-options"], "nosniff");
         assert_eq!(h["x-frame-options"], "DENY");
         assert_eq!(h["referrer-policy"], "no-referrer");
-        assert!(
-            h["content-security-policy"]
-                .to_str()
-                .unwrap()
-                .contains("frame-ancestors 'none'")
-        );
-        assert!(
-            h.get("strict-transport-security").is_none(),
-            "no HSTS over plain HTTP"
-        );
+        assert!(h["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+        assert!(h.get("strict-transport-security").is_none(), "no HSTS over plain HTTP");
     }
     let id_a = a.headers()["x-request-id"].to_str().unwrap();
     let id_b = b.headers()["x-request-id"].to_str().unwrap();

@@ -34,15 +34,12 @@ pub fn url_for(database: &str) -> String {
         Some((h, q)) => (h.to_owned(), format!("?{q}")),
         None => (base.clone(), String::new()),
     };
-    let (prefix, _) = head
-        .rsplit_once('/')
-        .expect("TEST_DATABASE_URL has a /database part");
+    let (prefix, _) = head.rsplit_once('/').expect("TEST_DATABASE_URL has a /database part");
     format!("{prefix}/{database}{query}")
 }
 
 fn admin_conn() -> PgConnection {
-    PgConnection::establish(&admin_url())
-        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", admin_url()))
+    PgConnection::establish(&admin_url()).unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", admin_url()))
 }
 
 #[derive(QueryableByName)]
@@ -94,30 +91,19 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 fn build_template(name: &str) {
     let mut admin = admin_conn();
-    admin
-        .batch_execute(&format!("SELECT pg_advisory_lock({TEMPLATE_LOCK_KEY})"))
-        .unwrap();
+    admin.batch_execute(&format!("SELECT pg_advisory_lock({TEMPLATE_LOCK_KEY})")).unwrap();
     if !database_exists(&mut admin, name) {
         let building = format!("{name}_building");
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
-            .unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {building}"))
-            .unwrap();
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {building}")).unwrap();
         {
             let mut conn = PgConnection::establish(&url_for(&building)).unwrap();
             gatehouse::db::migrations::run_pending(&mut conn).unwrap();
-            gatehouse::db::partitions::maintain(&mut conn, chrono::Utc::now(), &Default::default())
-                .unwrap();
+            gatehouse::db::partitions::maintain(&mut conn, chrono::Utc::now(), &Default::default()).unwrap();
         }
-        admin
-            .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
-            .unwrap();
+        admin.batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}")).unwrap();
     }
-    admin
-        .batch_execute(&format!("SELECT pg_advisory_unlock({TEMPLATE_LOCK_KEY})"))
-        .unwrap();
+    admin.batch_execute(&format!("SELECT pg_advisory_unlock({TEMPLATE_LOCK_KEY})")).unwrap();
 }
 
 /// A database of this test's own, dropped (connections and all) when the value is dropped.
@@ -150,19 +136,14 @@ impl TestDb {
         loop {
             match admin.batch_execute(&sql) {
                 Ok(()) => break,
-                Err(e)
-                    if attempt < 50 && e.to_string().contains("being accessed by other users") =>
-                {
+                Err(e) if attempt < 50 && e.to_string().contains("being accessed by other users") => {
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(e) => panic!("cannot create test database: {e}"),
             }
         }
-        TestDb {
-            url: url_for(&name),
-            name,
-        }
+        TestDb { url: url_for(&name), name }
     }
 
     pub fn conn(&self) -> PgConnection {
@@ -173,10 +154,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Ok(mut admin) = PgConnection::establish(&admin_url()) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         }
     }
 }
@@ -187,10 +165,7 @@ pub fn init_test_logging() {
     ONCE.get_or_init(|| {
         gatehouse::tls::install_crypto_provider();
         if let Ok(filter) = std::env::var("TEST_LOG") {
-            gatehouse::telemetry::init(&gatehouse::config::LogConfig {
-                filter,
-                ..Default::default()
-            });
+            gatehouse::telemetry::init(&gatehouse::config::LogConfig { filter, ..Default::default() });
         }
     });
 }
@@ -205,8 +180,14 @@ pub fn test_config(database_url: &str) -> Config {
     c.database.pool_size = 4;
     c.database.checkout_timeout_ms = 1000;
     c.database.startup_timeout_s = 10;
+    c.auth.master_key = Secret::new(TEST_MASTER_KEY);
+    c.auth.pepper = Secret::new(TEST_PEPPER);
     c
 }
+
+/// Fixed test secrets (also given to the `gatehouse` binary by `gatehouse()`).
+pub const TEST_MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LXRlc3QtbWFzdGVyLWtleSE=";
+pub const TEST_PEPPER: &str = "test-pepper-test-pepper-test-pepper-0123";
 
 pub struct TestApp {
     pub address: String,
@@ -234,9 +215,7 @@ impl TestApp {
         init_test_logging();
         let mut config = test_config(&db.url);
         tweak(&mut config);
-        let app = Application::build_with(config, routes)
-            .await
-            .expect("application builds");
+        let app = Application::build_with(config, routes).await.expect("application builds");
         let port = app.port();
         let state = app.state();
         let handle = app.handle();
@@ -244,10 +223,7 @@ impl TestApp {
         TestApp {
             address: format!("http://127.0.0.1:{port}"),
             port,
-            client: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
             state,
             handle,
             server: Some(server),
@@ -260,11 +236,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request sent")
+        self.client.get(self.url(path)).send().await.expect("request sent")
     }
 
     /// Graceful stop; returns the server's result.
@@ -289,26 +261,20 @@ pub fn gatehouse() -> Command {
             cmd.env_remove(key);
         }
     }
+    cmd.env("GATEHOUSE__AUTH__MASTER_KEY", TEST_MASTER_KEY).env("GATEHOUSE__AUTH__PEPPER", TEST_PEPPER);
     cmd
 }
 
 /// Runs a command, returning (exit code, stdout, stderr).
 pub fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().expect("command runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// A temporary folder the `postgres` system user can traverse (tests run as root in CI).
 pub fn shared_tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new()
-        .prefix("gh-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("gh-").tempdir_in("/tmp").unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }

@@ -36,22 +36,16 @@ fn schema_snapshot(conn: &mut PgConnection) -> Vec<Column> {
 #[test]
 fn migrate_twice_is_a_noop_the_second_time() {
     let db = TestDb::empty();
-    let (code, stdout, stderr) = run(gatehouse()
-        .args(["migrate", "--json"])
-        .env("DATABASE_URL", &db.url));
+    let (code, stdout, stderr) = run(gatehouse().args(["migrate", "--json"]).env("DATABASE_URL", &db.url));
     assert_eq!(code, 0, "{stderr}");
     let first: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
         first["applied"].as_array().unwrap().len(),
-        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
-            .unwrap()
-            .count()
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap().count()
     );
     assert!(!first["partitions_created"].as_array().unwrap().is_empty());
 
-    let (code, stdout, _) = run(gatehouse()
-        .args(["migrate", "--json"])
-        .env("DATABASE_URL", &db.url));
+    let (code, stdout, _) = run(gatehouse().args(["migrate", "--json"]).env("DATABASE_URL", &db.url));
     assert_eq!(code, 0);
     let second: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(second["applied"], serde_json::json!([]));
@@ -73,16 +67,9 @@ fn every_migration_goes_up_down_and_up_again() {
 
     let reverted = migrations::revert_all(&mut conn).unwrap();
     assert_eq!(reverted.len(), applied.len());
-    assert_eq!(
-        schema_snapshot(&mut conn),
-        vec![],
-        "down.sql files leave nothing behind"
-    );
+    assert_eq!(schema_snapshot(&mut conn), vec![], "down.sql files leave nothing behind");
 
-    assert_eq!(
-        migrations::run_pending(&mut conn).unwrap().len(),
-        applied.len()
-    );
+    assert_eq!(migrations::run_pending(&mut conn).unwrap().len(), applied.len());
     assert_eq!(schema_snapshot(&mut conn), up);
     assert!(migrations::pending(&mut conn).unwrap().is_empty());
 }
@@ -100,9 +87,7 @@ fn concurrent_migrations_apply_each_migration_once() {
         })
         .collect();
     let counts: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let total = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
-        .unwrap()
-        .count();
+    let total = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap().count();
     assert_eq!(counts.iter().sum::<usize>(), total, "{counts:?}");
 }
 
@@ -158,11 +143,7 @@ fn partitions_are_created_ahead_and_dropped_whole_after_retention() {
     let db = TestDb::empty();
     let mut conn = db.conn();
     migrations::run_pending(&mut conn).unwrap();
-    let retention = RetentionConfig {
-        usage_months: 2,
-        audit_months: 3,
-        partitions_ahead_months: 2,
-    };
+    let retention = RetentionConfig { usage_months: 2, audit_months: 3, partitions_ahead_months: 2 };
 
     let jan = Utc.with_ymd_and_hms(2026, 1, 15, 0, 0, 0).unwrap();
     let report = partitions::maintain(&mut conn, jan, &retention).unwrap();
@@ -171,11 +152,7 @@ fn partitions_are_created_ahead_and_dropped_whole_after_retention() {
     assert!(!report.created.contains(&"audit_events_p202604".to_owned()));
     assert_eq!(
         partitions::list_partitions(&mut conn, "usage_rollups").unwrap(),
-        [
-            "usage_rollups_p202601",
-            "usage_rollups_p202602",
-            "usage_rollups_p202603"
-        ]
+        ["usage_rollups_p202601", "usage_rollups_p202602", "usage_rollups_p202603"]
     );
 
     // A row lands in its month's partition.
@@ -184,10 +161,7 @@ fn partitions_are_created_ahead_and_dropped_whole_after_retention() {
         .unwrap();
 
     // Again in the same month: nothing to do.
-    assert_eq!(
-        partitions::maintain(&mut conn, jan, &retention).unwrap(),
-        Default::default()
-    );
+    assert_eq!(partitions::maintain(&mut conn, jan, &retention).unwrap(), Default::default());
 
     // April: usage keeps March and April (2 months); audit keeps February to April (3 months).
     let apr = Utc.with_ymd_and_hms(2026, 4, 2, 0, 0, 0).unwrap();
@@ -198,18 +172,10 @@ fn partitions_are_created_ahead_and_dropped_whole_after_retention() {
     assert!(!report.dropped.contains(&"audit_events_p202602".to_owned()));
     assert_eq!(
         partitions::list_partitions(&mut conn, "usage_rollups").unwrap(),
-        [
-            "usage_rollups_p202603",
-            "usage_rollups_p202604",
-            "usage_rollups_p202605",
-            "usage_rollups_p202606"
-        ]
+        ["usage_rollups_p202603", "usage_rollups_p202604", "usage_rollups_p202605", "usage_rollups_p202606"]
     );
-    let left: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-        "(SELECT count(*) FROM audit_events)",
-    ))
-    .get_result(&mut conn)
-    .unwrap();
+    let left: i64 =
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("(SELECT count(*) FROM audit_events)")).get_result(&mut conn).unwrap();
     assert_eq!(left, 0, "the January row left with its partition");
 }
 
@@ -220,9 +186,7 @@ fn audit_events_are_written_to_the_current_partition() {
     let tenant = gatehouse::domain::TenantId::generate();
     audit::insert(
         &mut conn,
-        &AuditEvent::new(ActorKind::Operator, "tenant.create", Outcome::Success)
-            .tenant(&tenant)
-            .target("tenant", tenant.as_str()),
+        &AuditEvent::new(ActorKind::Operator, "tenant.create", Outcome::Success).tenant(&tenant).target("tenant", tenant.as_str()),
     )
     .unwrap();
     let rows = audit::list_for_tenant(&mut conn, &tenant, 10).unwrap();

@@ -16,8 +16,7 @@ use crate::helpers::{TestApp, TestDb, eventually, init_test_logging, shared_temp
 /// cluster is thrown away with its folder.
 fn private_cluster() -> (tempfile::TempDir, PrivateCluster, String) {
     let dir = shared_tempdir();
-    let mut cluster = PrivateCluster::new(dir.path())
-        .expect("PostgreSQL binaries are installed (ops/test.sh installs them)");
+    let mut cluster = PrivateCluster::new(dir.path()).expect("PostgreSQL binaries are installed (ops/test.sh installs them)");
     cluster.ensure_initialized().unwrap();
     cluster.start().unwrap();
     cluster.create_database_if_missing("app").unwrap();
@@ -28,24 +27,13 @@ fn private_cluster() -> (tempfile::TempDir, PrivateCluster, String) {
 }
 
 async fn select_one(app: &TestApp) -> Result<i32, DbError> {
-    app.state
-        .db
-        .run(|conn| {
-            Ok(
-                diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
-                    .get_result::<i32>(conn)?,
-            )
-        })
-        .await
+    app.state.db.run(|conn| Ok(diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1")).get_result::<i32>(conn)?)).await
 }
 
 #[actix_web::test]
 async fn readiness_follows_the_database_going_away_and_coming_back() {
     let (_dir, mut cluster, url) = private_cluster();
-    let db = TestDb {
-        name: "unused_never_created".into(),
-        url,
-    };
+    let db = TestDb { name: "unused_never_created".into(), url };
     let app = TestApp::spawn_on(db, |c| c.database.checkout_timeout_ms = 500).await;
     assert_eq!(app.get("/readyz").await.status(), 200);
     assert_eq!(select_one(&app).await.unwrap(), 1);
@@ -55,21 +43,14 @@ async fn readiness_follows_the_database_going_away_and_coming_back() {
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["checks"]["database"], "unreachable");
-    assert_eq!(
-        app.get("/healthz").await.status(),
-        200,
-        "liveness does not depend on the database"
-    );
+    assert_eq!(app.get("/healthz").await.status(), 200, "liveness does not depend on the database");
     let err = select_one(&app).await.unwrap_err();
     assert!(matches!(err, DbError::Unavailable(_)), "{err:?}");
     assert_eq!(ApiError::from(err).status_code(), 503);
 
     cluster.start().unwrap();
     assert!(
-        eventually(Duration::from_secs(30), || async {
-            app.get("/readyz").await.status() == 200
-        })
-        .await,
+        eventually(Duration::from_secs(30), || async { app.get("/readyz").await.status() == 200 }).await,
         "readiness recovers without a restart"
     );
     assert_eq!(select_one(&app).await.unwrap(), 1);
@@ -87,16 +68,12 @@ async fn start_up_waits_for_a_database_that_comes_up_late() {
     });
     let mut config = test_config(&url);
     config.database.startup_timeout_s = 60;
-    let app = gatehouse::startup::Application::build(config)
-        .await
-        .expect("start-up retried until the database came up");
+    let app = gatehouse::startup::Application::build(config).await.expect("start-up retried until the database came up");
     let _cluster = starter.join().unwrap();
     let port = app.port();
     let handle = app.handle();
     let server = actix_rt::spawn(app.run_until_stopped());
-    let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-        .await
-        .unwrap();
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.unwrap();
     assert_eq!(r.status(), 200);
     handle.stop(true).await;
     server.await.unwrap().unwrap();

@@ -28,10 +28,7 @@ async fn an_in_flight_request_completes_during_graceful_shutdown() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let stopping = app.stop();
-    let response = in_flight
-        .await
-        .unwrap()
-        .expect("the in-flight request was not cut off");
+    let response = in_flight.await.unwrap().expect("the in-flight request was not cut off");
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "finished");
     stopping.await.expect("server stopped cleanly");
@@ -63,38 +60,18 @@ fn sigterm_stops_the_server_cleanly() {
     let health = blocking::get_health(port);
     assert_eq!(health, 200);
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(
-        rest.iter()
-            .any(|l| l.contains("shutdown requested") && l.contains("SIGTERM")),
-        "{rest:?}"
-    );
-    assert!(
-        rest.iter().any(|l| l.contains("gatehouse stopped")),
-        "{rest:?}"
-    );
+    assert!(rest.iter().any(|l| l.contains("shutdown requested") && l.contains("SIGTERM")), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("gatehouse stopped")), "{rest:?}");
 }
 
 mod blocking {
     /// A tiny blocking GET (the test above is synchronous).
     pub fn get_health(port: u64) -> u16 {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async { reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.unwrap().status().as_u16() })
     }
 }

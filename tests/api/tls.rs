@@ -20,24 +20,12 @@ async fn serves_https_with_the_configured_certificate() {
         .tls_certs_only([reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap()])
         .build()
         .unwrap();
-    let r = client
-        .get(format!("https://localhost:{}/healthz", app.port))
-        .send()
-        .await
-        .unwrap();
+    let r = client.get(format!("https://localhost:{}/healthz", app.port)).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(
-        r.headers()["strict-transport-security"]
-            .to_str()
-            .unwrap()
-            .starts_with("max-age=")
-    );
+    assert!(r.headers()["strict-transport-security"].to_str().unwrap().starts_with("max-age="));
 
     let plain = reqwest::get(format!("http://127.0.0.1:{}/healthz", app.port)).await;
-    assert!(
-        plain.map(|r| !r.status().is_success()).unwrap_or(true),
-        "plain HTTP is not served on the TLS port"
-    );
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true), "plain HTTP is not served on the TLS port");
 }
 
 #[test]
