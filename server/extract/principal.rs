@@ -40,13 +40,8 @@ impl FromRequest for Principal {
 fn bearer_token(req: &ServiceRequest) -> Result<String, BearerError> {
     let mut values = req.headers().get_all(actix_web::http::header::AUTHORIZATION);
     let query_token = req.query_string().split('&').any(|p| p.split('=').next() == Some("access_token"));
-    let Some(value) = values.next() else {
-        return Err(if query_token {
-            BearerError::InvalidRequest("send the token in the Authorization header, not the query")
-        } else {
-            BearerError::Missing
-        });
-    };
+    // A token only in the query is not a credential here (RFC 6750 §2.3 is not supported).
+    let Some(value) = values.next() else { return Err(BearerError::Missing) };
     if values.next().is_some() {
         return Err(BearerError::InvalidRequest("more than one Authorization header"));
     }

@@ -3,12 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bearer;
 mod cli_config;
 mod cli_tenant;
 mod dev;
 mod health;
 mod helpers;
 mod migrations;
+mod oauth;
 mod readiness;
 mod shutdown;
 mod tls;
