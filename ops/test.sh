@@ -63,3 +63,13 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --locked --no-fail-fast
 fi
+
+step "Python conformance (authlib, requests-oauthlib, PyJWT, openai)"
+command -v python3 >/dev/null 2>&1 || apt_install python3
+# Debian/Ubuntu ship venv's ensurepip separately: try a throwaway venv, install python3-venv if it fails.
+if [ ! -x .venv-conf/bin/python ]; then
+  venv_probe=$(mktemp -d)
+  if ! python3 -m venv "$venv_probe/v" >/dev/null 2>&1; then apt_install python3-venv; fi
+  rm -rf "$venv_probe"
+fi
+bash ops/conformance.sh

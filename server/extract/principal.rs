@@ -4,7 +4,7 @@
 
 use std::future::{Ready, ready};
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, web};
@@ -62,7 +62,7 @@ fn bearer_token(req: &ServiceRequest) -> Result<String, BearerError> {
 }
 
 /// Middleware for the `/v1` scope.
-pub async fn authenticate_v1(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn authenticate_v1<B: MessageBody>(req: ServiceRequest, next: Next<B>) -> Result<ServiceResponse<EitherBody<B>>, Error> {
     let state =
         req.app_data::<web::Data<AppState>>().cloned().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
     let ip = state.client_ip(req.request());
@@ -73,7 +73,7 @@ pub async fn authenticate_v1(req: ServiceRequest, next: Next<impl MessageBody>) 
     match result {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
-            next.call(req).await
+            next.call(req).await.map(ServiceResponse::map_into_left_body)
         }
         Err(e) => {
             if !matches!(e, BearerError::Missing | BearerError::Unavailable) {
@@ -82,7 +82,10 @@ pub async fn authenticate_v1(req: ServiceRequest, next: Next<impl MessageBody>) 
                     .details(serde_json::json!({ "reason": e.to_string(), "path": req.path() }));
                 state.audit.record(event).await;
             }
-            Err(ApiError::Bearer(e).into())
+            // A response, not an `Err`: outer middleware (security headers, request id) still
+            // applies to it.
+            let response = actix_web::ResponseError::error_response(&ApiError::Bearer(e));
+            Ok(req.into_response(response).map_into_right_body())
         }
     }
 }

@@ -53,6 +53,8 @@ async fn assert_invalid_token(app: &TestApp, token: &str, case: &str) {
     let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert!(challenge.starts_with("Bearer realm=\"api\", error=\"invalid_token\""), "{case}: {challenge}");
     assert!(!challenge.contains(token), "{case}: the token is never echoed");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{case}: refusals carry the security headers");
+    assert!(r.headers().contains_key("x-request-id"), "{case}");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_api_key", "{case}");
     assert_eq!(body["error"]["type"], "invalid_request_error", "{case}");

@@ -9,6 +9,8 @@ mod cli_tenant;
 mod dev;
 mod health;
 mod helpers;
+mod logs;
+mod management;
 mod migrations;
 mod oauth;
 mod readiness;
