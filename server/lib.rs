@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod oauth_error;
 pub mod routes;
+pub mod scheduler;
 pub mod service;
 pub mod startup;
 pub mod state;

@@ -48,6 +48,26 @@ pub struct AccessClaims {
     pub tenant_id: String,
 }
 
+impl AccessClaims {
+    /// The RFC 7662 response for an active token.
+    pub fn introspection(&self) -> serde_json::Value {
+        serde_json::json!({
+            "active": true,
+            "scope": self.scope,
+            "client_id": self.client_id,
+            "sub": self.sub,
+            "aud": self.aud,
+            "iss": self.iss,
+            "exp": self.exp,
+            "iat": self.iat,
+            "nbf": self.nbf,
+            "jti": self.jti,
+            "token_type": "Bearer",
+            "tenant_id": self.tenant_id,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("no signing key is active")]

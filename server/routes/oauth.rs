@@ -288,20 +288,7 @@ async fn introspect(state: &AppState, caller: &ClientAuthRecord, form: &Form) ->
     if !may_see {
         return inactive();
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "active": true,
-        "scope": claims.scope,
-        "client_id": claims.client_id,
-        "sub": claims.sub,
-        "aud": claims.aud,
-        "iss": claims.iss,
-        "exp": claims.exp,
-        "iat": claims.iat,
-        "nbf": claims.nbf,
-        "jti": claims.jti,
-        "token_type": "Bearer",
-        "tenant_id": claims.tenant_id,
-    })))
+    Ok(HttpResponse::Ok().json(claims.introspection()))
 }
 
 async fn get_metadata(state: web::Data<AppState>) -> HttpResponse {

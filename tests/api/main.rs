@@ -15,4 +15,5 @@ mod migrations;
 mod oauth;
 mod readiness;
 mod shutdown;
+mod signing_keys;
 mod tls;

@@ -134,9 +134,5 @@ pub async fn introspect_token(
             });
         }
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "active": true, "scope": claims.scope, "client_id": claims.client_id, "sub": claims.sub, "aud": claims.aud,
-        "iss": claims.iss, "exp": claims.exp, "iat": claims.iat, "nbf": claims.nbf, "jti": claims.jti,
-        "token_type": "Bearer", "tenant_id": claims.tenant_id,
-    })))
+    Ok(HttpResponse::Ok().json(claims.introspection()))
 }
