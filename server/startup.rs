@@ -230,7 +230,7 @@ async fn run_maintenance(db: &Db, config: &Config, auth: &AuthService) {
 }
 
 /// Resolves with the signal's name on SIGTERM or SIGINT.
-async fn wait_for_signal() -> Option<&'static str> {
+pub(crate) async fn wait_for_signal() -> Option<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok()?;
     let mut int = signal(SignalKind::interrupt()).ok()?;

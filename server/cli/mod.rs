@@ -73,6 +73,8 @@ pub enum Command {
         #[command(subcommand)]
         command: credentials::SigningKeyCommand,
     },
+    /// Run a worker SIMULATOR (OpenAI-compatible, vLLM-like) for development, tests and benchmarks.
+    SimulateWorker(crate::workers::simulator::SimulatorConfig),
 }
 
 /// Shared `--json` flag.
@@ -136,6 +138,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::ApiKey { command } => credentials::run_api_key(&config, command),
         Command::Admin { command } => credentials::run_admin(&config, command),
         Command::SigningKey { command } => credentials::run_signing_key(&config, command),
+        Command::SimulateWorker(sim) => simulate_worker(sim),
     }
 }
 
@@ -164,6 +167,21 @@ fn serve(config: Config, migrate_first: bool) -> Result<(), CliError> {
         app.run_until_stopped().await
     })?;
     Ok(())
+}
+
+fn simulate_worker(sim: crate::workers::simulator::SimulatorConfig) -> Result<(), CliError> {
+    actix_rt::System::new().block_on(async move {
+        let models = sim.models.join(", ");
+        let simulator = crate::workers::simulator::Simulator::start(sim).map_err(|e| CliError::Usage(format!("{e:#}")))?;
+        eprintln!("gatehouse worker SIMULATOR (not a real model) serving {models} on port {}", simulator.port);
+        let handle = simulator.server.handle();
+        actix_rt::spawn(async move {
+            if crate::startup::wait_for_signal().await.is_some() {
+                handle.stop(true).await;
+            }
+        });
+        simulator.server.await.map_err(|e| CliError::runtime(format!("simulator failed: {e}")))
+    })
 }
 
 fn migrate(config: &Config, json: bool) -> Result<(), CliError> {

@@ -16,4 +16,5 @@ mod oauth;
 mod readiness;
 mod shutdown;
 mod signing_keys;
+mod simulator;
 mod tls;
