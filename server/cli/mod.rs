@@ -4,6 +4,7 @@
 
 pub mod credentials;
 pub mod operator;
+pub mod pools;
 pub mod tenant;
 
 use std::path::PathBuf;
@@ -73,6 +74,16 @@ pub enum Command {
         #[command(subcommand)]
         command: credentials::SigningKeyCommand,
     },
+    /// Manage worker pools.
+    Pool {
+        #[command(subcommand)]
+        command: pools::PoolCommand,
+    },
+    /// Manage the workers of a pool.
+    Worker {
+        #[command(subcommand)]
+        command: pools::WorkerCommand,
+    },
     /// Run a worker SIMULATOR (OpenAI-compatible, vLLM-like) for development, tests and benchmarks.
     SimulateWorker(crate::workers::simulator::SimulatorConfig),
 }
@@ -139,6 +150,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Admin { command } => credentials::run_admin(&config, command),
         Command::SigningKey { command } => credentials::run_signing_key(&config, command),
         Command::SimulateWorker(sim) => simulate_worker(sim),
+        Command::Pool { command } => pools::run_pool(&config, command),
+        Command::Worker { command } => pools::run_worker(&config, command),
     }
 }
 

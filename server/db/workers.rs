@@ -19,3 +19,94 @@ pub fn list_models(conn: &mut PgConnection) -> QueryResult<Vec<(String, DateTime
     }
     Ok(out)
 }
+
+use super::schema::workers;
+
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[diesel(table_name = worker_pools, check_for_backend(diesel::pg::Pg))]
+pub struct Pool {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub models: Vec<String>,
+    pub queue_deadline_ms: i32,
+    pub max_queue_per_tenant: i32,
+    pub max_queue_total: i32,
+    pub batch_max_items: i32,
+    pub batch_max_audio_ms: i32,
+    pub batch_max_wait_ms: i32,
+    pub source: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = workers, check_for_backend(diesel::pg::Pg))]
+pub struct Worker {
+    pub id: String,
+    pub pool_id: String,
+    pub base_url: String,
+    pub api_key_sealed: Option<Vec<u8>>,
+    pub slots: i32,
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub fn insert_pool(conn: &mut PgConnection, id: &str, name: &str, kind: &str, models: &[String], deadline_ms: i32) -> QueryResult<Pool> {
+    diesel::insert_into(worker_pools::table)
+        .values((
+            worker_pools::id.eq(id),
+            worker_pools::name.eq(name),
+            worker_pools::kind.eq(kind),
+            worker_pools::models.eq(models),
+            worker_pools::queue_deadline_ms.eq(deadline_ms),
+        ))
+        .returning(Pool::as_returning())
+        .get_result(conn)
+}
+
+pub fn list_pools(conn: &mut PgConnection) -> QueryResult<Vec<Pool>> {
+    worker_pools::table.order(worker_pools::name).select(Pool::as_select()).load(conn)
+}
+
+pub fn find_pool_by_name(conn: &mut PgConnection, name: &str) -> QueryResult<Pool> {
+    worker_pools::table.filter(worker_pools::name.eq(name)).select(Pool::as_select()).first(conn)
+}
+
+pub fn insert_worker(
+    conn: &mut PgConnection,
+    id: &str,
+    pool_id: &str,
+    base_url: &str,
+    api_key_sealed: Option<&[u8]>,
+    slots: i32,
+) -> QueryResult<Worker> {
+    diesel::insert_into(workers::table)
+        .values((
+            workers::id.eq(id),
+            workers::pool_id.eq(pool_id),
+            workers::base_url.eq(base_url),
+            workers::api_key_sealed.eq(api_key_sealed),
+            workers::slots.eq(slots),
+        ))
+        .returning(Worker::as_returning())
+        .get_result(conn)
+}
+
+/// Workers of a pool that are not removed.
+pub fn list_workers(conn: &mut PgConnection, pool_id: &str) -> QueryResult<Vec<Worker>> {
+    workers::table
+        .filter(workers::pool_id.eq(pool_id))
+        .filter(workers::state.ne("removed"))
+        .order(workers::created_at)
+        .select(Worker::as_select())
+        .load(conn)
+}
+
+pub fn set_worker_state(conn: &mut PgConnection, id: &str, state: &str) -> QueryResult<Worker> {
+    diesel::update(workers::table.find(id))
+        .set((workers::state.eq(state), workers::updated_at.eq(Utc::now())))
+        .returning(Worker::as_returning())
+        .get_result(conn)
+}

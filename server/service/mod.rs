@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod clients;
 pub mod tenants;
+pub mod workers;
 
 use crate::db::DbError;
 use crate::db::audit::{ActorKind, AuditEvent, Outcome};

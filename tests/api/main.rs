@@ -13,6 +13,7 @@ mod logs;
 mod management;
 mod migrations;
 mod oauth;
+mod pools;
 mod readiness;
 mod shutdown;
 mod signing_keys;

@@ -6,6 +6,7 @@
 pub mod api_keys;
 pub mod clients;
 pub mod oauth_admin;
+pub mod pools;
 pub mod signing_keys;
 pub mod tenants;
 
@@ -27,7 +28,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(clients::configure)
             .configure(api_keys::configure)
             .configure(oauth_admin::configure)
-            .configure(signing_keys::configure),
+            .configure(signing_keys::configure)
+            .configure(pools::configure),
     );
 }
 
@@ -77,6 +79,11 @@ impl utoipa::Modify for SecurityAddon {
         oauth_admin::introspect_token,
         signing_keys::list_signing_keys,
         signing_keys::rotate_signing_keys,
+        pools::list_pools,
+        pools::create_pool,
+        pools::add_worker,
+        pools::drain_worker,
+        pools::remove_worker,
     ),
     components(schemas(
         crate::db::tenants::TenantView,
@@ -93,6 +100,10 @@ impl utoipa::Modify for SecurityAddon {
         crate::db::signing_keys::SigningKeyView,
         oauth_admin::RevokeRequest,
         oauth_admin::IntrospectRequest,
+        crate::service::workers::CreatePoolRequest,
+        crate::service::workers::AddWorkerRequest,
+        crate::service::workers::PoolResponse,
+        crate::service::workers::WorkerResponse,
     )),
     modifiers(&SecurityAddon),
     security(("management_token" = []))

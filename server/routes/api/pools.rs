@@ -1,0 +1,82 @@
+//! `/api/v1/pools` and `/api/v1/workers` (operators only).
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::actor;
+use crate::error::ApiError;
+use crate::extract::Manager;
+use crate::service::workers::{self as svc, AddWorkerRequest, CreatePoolRequest, PoolResponse, WorkerResponse};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/pools", web::get().to(list_pools))
+        .route("/pools", web::post().to(create_pool))
+        .route("/pools/{pool}/workers", web::post().to(add_worker))
+        .route("/workers/{worker_id}/drain", web::post().to(drain_worker))
+        .route("/workers/{worker_id}", web::delete().to(remove_worker));
+}
+
+#[utoipa::path(get, path = "/api/v1/pools", tag = "pools", responses((status = 200, body = [PoolResponse]), (status = 403)))]
+pub async fn list_pools(manager: Manager, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    manager.require_operator()?;
+    let pools = state.db.run(|conn| Ok(svc::list_pools(conn))).await??;
+    Ok(HttpResponse::Ok().json(pools))
+}
+
+#[utoipa::path(post, path = "/api/v1/pools", tag = "pools", request_body = CreatePoolRequest,
+    responses((status = 201, body = PoolResponse), (status = 403), (status = 409), (status = 422)))]
+pub async fn create_pool(
+    manager: Manager,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<CreatePoolRequest>,
+) -> Result<HttpResponse, ApiError> {
+    manager.require_operator()?;
+    let actor = actor(&manager, &state, &req);
+    let pool = state.db.run(move |conn| Ok(svc::create_pool(conn, &body, &actor))).await??;
+    Ok(HttpResponse::Created().json(pool))
+}
+
+/// Adds a worker; its upstream API key (if any) is sealed at rest and never shown again.
+#[utoipa::path(post, path = "/api/v1/pools/{pool}/workers", tag = "pools", request_body = AddWorkerRequest,
+    responses((status = 201, body = WorkerResponse), (status = 403), (status = 404), (status = 422)))]
+pub async fn add_worker(
+    manager: Manager,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<AddWorkerRequest>,
+) -> Result<HttpResponse, ApiError> {
+    manager.require_operator()?;
+    let actor = actor(&manager, &state, &req);
+    let master = state.auth.master.clone();
+    let worker = state.db.run(move |conn| Ok(svc::add_worker(conn, &master, &path, &body, &actor))).await??;
+    Ok(HttpResponse::Created().json(worker))
+}
+
+/// The worker finishes what it is doing and takes no new work.
+#[utoipa::path(post, path = "/api/v1/workers/{worker_id}/drain", tag = "pools", responses((status = 200, body = WorkerResponse), (status = 403), (status = 404)))]
+pub async fn drain_worker(
+    manager: Manager,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    manager.require_operator()?;
+    let actor = actor(&manager, &state, &req);
+    let worker = state.db.run(move |conn| Ok(svc::set_worker_state(conn, &path, "draining", &actor))).await??;
+    Ok(HttpResponse::Ok().json(worker))
+}
+
+#[utoipa::path(delete, path = "/api/v1/workers/{worker_id}", tag = "pools", responses((status = 200, body = WorkerResponse), (status = 403), (status = 404)))]
+pub async fn remove_worker(
+    manager: Manager,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    manager.require_operator()?;
+    let actor = actor(&manager, &state, &req);
+    let worker = state.db.run(move |conn| Ok(svc::set_worker_state(conn, &path, "removed", &actor))).await??;
+    Ok(HttpResponse::Ok().json(worker))
+}
