@@ -4,6 +4,7 @@
 //! scheduler, the usage meter and the admin dashboard. This file only lists the modules; each
 //! module's own `//!` line says what belongs in it.
 
+pub mod actors;
 pub mod audit_log;
 pub mod auth;
 pub mod cli;

@@ -9,6 +9,7 @@ mod cli_tenant;
 mod dev;
 mod health;
 mod helpers;
+mod inference_queue;
 mod logs;
 mod management;
 mod migrations;

@@ -1,0 +1,4 @@
+//! Actors (actix) holding hot in-memory state, each behind a `…Handle` so the rest of the code
+//! never sees an actor address: `InferenceQueue` (one per worker pool).
+
+pub mod inference_queue;
