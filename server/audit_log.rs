@@ -39,6 +39,17 @@ impl AuditLog {
         }
     }
 
+    /// Queues an event from synchronous code (e.g. a `Drop`): never blocks; if the queue is full
+    /// the send continues on a task.
+    pub fn record_detached(&self, event: AuditEvent) {
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(cmd)) = self.tx.try_send(Command::Record(Box::new(event))) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
+        }
+    }
+
     /// Writes everything queued so far; returns when it is in the database (or given up).
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();

@@ -32,11 +32,14 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{message}")]
-    RateLimited { message: String, retry_after: Duration },
+    RateLimited { message: String, retry_after: Duration, code: &'static str },
     #[error("{message}")]
     Unavailable { message: String, retry_after: Duration },
     #[error("the upstream worker did not answer in time")]
     UpstreamTimeout,
+    /// The worker failed (5xx, refused connection): 502.
+    #[error("{0}")]
+    Upstream(String),
     /// A `/v1` bearer credential was missing or refused (RFC 6750 challenge attached).
     #[error("{}", bearer_message(.0))]
     Bearer(BearerError),
@@ -80,9 +83,10 @@ impl ApiError {
             ApiError::Validation { .. } => "invalid_value",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::RateLimited { .. } => "rate_limit_exceeded",
+            ApiError::RateLimited { code, .. } => code,
             ApiError::Unavailable { .. } => "service_unavailable",
             ApiError::UpstreamTimeout => "upstream_timeout",
+            ApiError::Upstream(_) => "upstream_error",
             ApiError::Internal(_) => "internal_error",
             ApiError::Bearer(BearerError::InvalidRequest(_)) => "invalid_request",
             ApiError::Bearer(BearerError::Unavailable) => "service_unavailable",
@@ -99,7 +103,7 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::InsufficientScope { .. } => "permission_error",
             ApiError::NotFound(_) => "not_found_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
-            ApiError::Internal(_) | ApiError::Unavailable { .. } | ApiError::UpstreamTimeout => "server_error",
+            ApiError::Internal(_) | ApiError::Unavailable { .. } | ApiError::UpstreamTimeout | ApiError::Upstream(_) => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -126,6 +130,7 @@ impl ResponseError for ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Bearer(BearerError::InvalidRequest(_)) => StatusCode::BAD_REQUEST,
             ApiError::Bearer(BearerError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,

@@ -23,6 +23,10 @@ use crate::telemetry::{GatehouseRootSpan, request_id_middleware};
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often the signing-key view is refreshed from the database (rotations on other instances).
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+/// How long plan-derived request policy is cached (plan changes apply within it).
+const POLICY_TTL: Duration = Duration::from_secs(5);
+/// How often pools/workers are reloaded and workers health-checked.
+const GATEWAY_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct Application {
     port: u16,
@@ -68,7 +72,17 @@ impl Application {
         let audit = AuditLog::start(db.clone());
         let trusted_proxies = config.server.trusted_proxies.iter().filter_map(|c| crate::domain::parse_cidr(c)).collect();
         let config = Arc::new(config);
-        let state = web::Data::new(AppState { db, config: config.clone(), auth, audit, trusted_proxies });
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .context("cannot build the outbound HTTP client")?;
+        let gateway = Arc::new(crate::workers::gateway::Gateway::default());
+        if let Err(e) = gateway.refresh(&db, auth.master.clone()).await {
+            tracing::warn!(error = %e, "worker pools not loaded yet");
+        }
+        let policies = moka::future::Cache::builder().max_capacity(100_000).time_to_live(POLICY_TTL).build();
+        let state = web::Data::new(AppState { db, config: config.clone(), auth, audit, trusted_proxies, gateway, http, policies });
         let tls = config.tls.enabled();
         let max_body = config.server.max_body_bytes;
 
@@ -158,6 +172,17 @@ fn security_headers(tls: bool) -> DefaultHeaders {
 /// Background upkeep on the main runtime: key reloads, revocation polling, and hourly
 /// maintenance (partitions, signing-key rotation, limiter memory, expired revocations).
 fn spawn_background(state: web::Data<AppState>) {
+    let s = state.clone();
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(GATEWAY_INTERVAL);
+        loop {
+            tick.tick().await;
+            if let Err(e) = s.gateway.refresh(&s.db, s.auth.master.clone()).await {
+                tracing::warn!(error = %e, "worker pools not reloaded");
+            }
+            s.gateway.check_health(&s.http).await;
+        }
+    });
     let s = state.clone();
     actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);

@@ -18,6 +18,11 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     pub audit: AuditLog,
     pub trusted_proxies: Vec<IpNet>,
+    pub gateway: Arc<crate::workers::gateway::Gateway>,
+    /// Outbound HTTP to workers (rustls, system CA roots).
+    pub http: reqwest::Client,
+    /// Per-tenant request policy (plan limits), cached ≤ 5 s so plan changes apply without restart.
+    pub policies: moka::future::Cache<String, Arc<crate::routes::completions::TenantPolicy>>,
 }
 
 impl AppState {

@@ -1,6 +1,7 @@
 //! The one routing table. One file per resource; each handler is `verb_noun`.
 
 pub mod api;
+pub mod completions;
 pub mod health;
 pub mod oauth;
 pub mod v1;

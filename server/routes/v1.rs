@@ -11,7 +11,9 @@ use crate::extract::Principal;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/models", web::get().to(list_models));
+    cfg.route("/models", web::get().to(list_models))
+        .route("/chat/completions", web::post().to(super::completions::post_chat_completions))
+        .route("/completions", web::post().to(super::completions::post_completions));
 }
 
 /// `GET /v1/models`: the models this credential's plan allows, in OpenAI's list shape.

@@ -2,4 +2,5 @@
 //! `gatehouse dev`, tests and benchmarks. Pools, health checks, the circuit breaker and the
 //! LLM/aligner clients join it with the gateway issue.
 
+pub mod gateway;
 pub mod simulator;

@@ -7,6 +7,7 @@ mod bearer;
 mod cli_config;
 mod cli_tenant;
 mod dev;
+mod gateway;
 mod health;
 mod helpers;
 mod inference_queue;

@@ -1,0 +1,419 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`: validate before queueing, wait for a
+//! fair worker slot in the model's pool, forward, and relay the answer — Server-Sent Events chunk
+//! by chunk, never buffered. Gatehouse always asks the worker for the final usage chunk
+//! (`stream_options.include_usage`) and strips it when the client did not ask. A client that
+//! disconnects drops the relay, which cancels the upstream request and returns the slot. Every
+//! finished request yields a usage record (until the quota issue lands: an audit event).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
+use actix_web::{HttpResponse, web};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::actors::inference_queue::{Grant, Outcome, QueueError};
+use crate::db::audit::{ActorKind, AuditEvent, Outcome as AuditOutcome};
+use crate::db::{plans, tenants};
+use crate::domain::{CHAT_COMPLETIONS, TenantId};
+use crate::error::ApiError;
+use crate::extract::Principal;
+use crate::scheduler::Priority;
+use crate::state::AppState;
+
+/// Time allowed for a worker's whole answer (non-streaming) or between stream chunks.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Text,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Text => "/v1/completions",
+        }
+    }
+}
+
+/// What the tenant's plan allows, cached per tenant for at most 5 s.
+#[derive(Debug, Clone)]
+pub struct TenantPolicy {
+    pub allowed_models: Vec<String>,
+    pub weight: u32,
+    pub max_tokens_cap: Option<u32>,
+    pub default_max_tokens: u32,
+    pub max_prompt_chars: Option<usize>,
+}
+
+impl TenantPolicy {
+    pub fn allows(&self, model: &str) -> bool {
+        self.allowed_models.iter().any(|m| m == "*" || m == model)
+    }
+}
+
+pub async fn policy(state: &AppState, tenant: &TenantId) -> Result<Arc<TenantPolicy>, ApiError> {
+    let db = state.db.clone();
+    let id = tenant.clone();
+    state
+        .policies
+        .try_get_with(tenant.to_string(), async move {
+            db.run(move |conn| {
+                let t = tenants::find(conn, &id)?;
+                let plan = plans::find(conn, &tenants::plan_id_of(&t))?;
+                Ok(Arc::new(TenantPolicy {
+                    allowed_models: plan.allowed_models,
+                    weight: plan.queue_weight.max(1) as u32,
+                    max_tokens_cap: plan.max_tokens_cap.map(|v| v.max(1) as u32),
+                    default_max_tokens: plan.default_max_tokens.unwrap_or(256).max(1) as u32,
+                    max_prompt_chars: plan.max_prompt_chars.map(|v| v.max(1) as usize),
+                }))
+            })
+            .await
+        })
+        .await
+        .map_err(|e: Arc<crate::db::DbError>| ApiError::Unavailable {
+            message: format!("policy unavailable: {e}"),
+            retry_after: Duration::from_secs(2),
+        })
+}
+
+fn invalid(param: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest { code: "invalid_request", message: message.into(), param: Some(param) }
+}
+
+/// Characters of prompt text (messages' contents, or the prompt).
+fn prompt_chars(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.chars().count(),
+        Value::Array(items) => items.iter().map(prompt_chars).sum(),
+        Value::Object(map) => map.get("content").or_else(|| map.get("text")).map_or(0, prompt_chars),
+        _ => 0,
+    }
+}
+
+pub async fn post_chat_completions(
+    principal: Principal,
+    state: web::Data<AppState>,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    proxy(Endpoint::Chat, principal, state, body).await
+}
+
+pub async fn post_completions(
+    principal: Principal,
+    state: web::Data<AppState>,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    proxy(Endpoint::Text, principal, state, body).await
+}
+
+async fn proxy(
+    endpoint: Endpoint,
+    principal: Principal,
+    state: web::Data<AppState>,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(CHAT_COMPLETIONS)?;
+    let started = Instant::now();
+    let body = body.map_err(|_| ApiError::PayloadTooLarge { limit: state.config.server.max_body_bytes })?;
+    let mut request: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", format!("request body is not valid JSON: {e}")))?;
+    let obj = request.as_object_mut().ok_or_else(|| ApiError::bad_request("invalid_request", "the request body must be a JSON object"))?;
+    let model = obj.get("model").and_then(Value::as_str).ok_or_else(|| invalid("model", "`model` is required"))?.to_owned();
+    let prompt = match endpoint {
+        Endpoint::Chat => obj
+            .get("messages")
+            .filter(|m| m.as_array().is_some_and(|a| !a.is_empty()))
+            .ok_or_else(|| invalid("messages", "`messages` must be a non-empty array"))?,
+        Endpoint::Text => {
+            obj.get("prompt").filter(|p| p.is_string() || p.is_array()).ok_or_else(|| invalid("prompt", "`prompt` is required"))?
+        }
+    };
+    let chars = prompt_chars(prompt);
+
+    let policy = policy(&state, &principal.tenant_id).await?;
+    let not_found = || ApiError::NotFound(format!("The model `{model}` does not exist or you do not have access to it."));
+    let route = state.gateway.route(&model).filter(|_| policy.allows(&model)).ok_or_else(not_found)?;
+    if let Some(limit) = policy.max_prompt_chars {
+        if chars > limit {
+            return Err(ApiError::Validation {
+                message: format!("the prompt has {chars} characters; this plan allows {limit}"),
+                param: Some("messages"),
+            });
+        }
+    }
+    let max_key = if obj.contains_key("max_completion_tokens") { "max_completion_tokens" } else { "max_tokens" };
+    let max_tokens = match obj.get(max_key) {
+        None | Some(Value::Null) => {
+            obj.insert("max_tokens".into(), json!(policy.default_max_tokens));
+            policy.default_max_tokens
+        }
+        Some(v) => {
+            let n = v.as_u64().filter(|n| *n > 0).ok_or_else(|| invalid("max_tokens", "`max_tokens` must be a positive integer"))?;
+            if let Some(cap) = policy.max_tokens_cap.filter(|cap| n > u64::from(*cap)) {
+                return Err(ApiError::Validation {
+                    message: format!("`max_tokens` is {n}; this plan allows at most {cap}"),
+                    param: Some("max_tokens"),
+                });
+            }
+            n as u32
+        }
+    };
+    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let client_wants_usage = obj.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+    if stream {
+        obj.insert("stream_options".into(), json!({ "include_usage": true }));
+    }
+    let payload = Bytes::from(serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.into()))?);
+    let cost = (chars / 4 + max_tokens as usize) as f64;
+
+    let mut usage = UsageRecord {
+        state: state.clone(),
+        tenant: principal.tenant_id.clone(),
+        credential: principal.credential_id.clone(),
+        kind: principal.kind,
+        model: model.clone(),
+        started,
+        queue_wait: Duration::ZERO,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        status: 0,
+        recorded: false,
+    };
+    // One retry on another worker, only for connect errors (nothing reached the client yet).
+    let mut attempts = 0;
+    let (grant, response) = loop {
+        attempts += 1;
+        let grant = route.queue.acquire(principal.tenant_id.clone(), policy.weight, Priority::Normal, cost).await.map_err(queue_error)?;
+        usage.queue_wait += grant.waited;
+        let mut req = state
+            .http
+            .post(format!("{}{}", grant.base_url, endpoint.path()))
+            .header("content-type", "application/json")
+            .body(payload.clone());
+        if let Some(key) = &grant.api_key {
+            req = req.bearer_auth(key);
+        }
+        if !stream {
+            req = req.timeout(UPSTREAM_TIMEOUT);
+        }
+        match req.send().await {
+            Ok(resp) => break (grant, resp),
+            Err(e) if e.is_connect() && attempts < 2 => {
+                tracing::warn!(worker.id = %grant.worker_id, error = %e, "worker unreachable; retrying on another worker");
+                grant.finish(Outcome::WorkerFailure);
+            }
+            Err(e) => {
+                grant.finish(Outcome::WorkerFailure);
+                usage.status = if e.is_timeout() { 504 } else { 502 };
+                return Err(if e.is_timeout() {
+                    ApiError::UpstreamTimeout
+                } else {
+                    ApiError::Upstream("the model worker could not be reached".into())
+                });
+            }
+        }
+    };
+
+    let status = response.status();
+    if status.is_server_error() {
+        grant.finish(Outcome::WorkerFailure);
+        usage.status = 502;
+        return Err(ApiError::Upstream(format!("the model worker failed ({})", status.as_u16())));
+    }
+    if !status.is_success() || !stream {
+        let bytes = match tokio::time::timeout(UPSTREAM_TIMEOUT, response.bytes()).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) | Err(_) => {
+                grant.finish(Outcome::WorkerFailure);
+                usage.status = 504;
+                return Err(ApiError::UpstreamTimeout);
+            }
+        };
+        grant.finish(Outcome::Success);
+        usage.status = status.as_u16();
+        if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+            usage.take(&v["usage"]);
+        }
+        return Ok(HttpResponse::build(StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY))
+            .content_type("application/json")
+            .body(bytes.to_vec()));
+    }
+
+    usage.status = 200;
+    let relay = Relay {
+        upstream: Box::pin(response.bytes_stream()),
+        buffer: Vec::new(),
+        strip_usage: !client_wants_usage,
+        grant: Some(grant),
+        usage,
+        done: false,
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(futures_util::stream::unfold(relay, |mut relay| async move {
+            relay.next_chunk().await.map(|c| (Ok::<_, actix_web::Error>(c), relay))
+        })))
+}
+
+fn queue_error(e: QueueError) -> ApiError {
+    match e {
+        QueueError::TenantQueueFull | QueueError::QueueFull => ApiError::RateLimited {
+            message: "the queue for this model is full; retry shortly".into(),
+            retry_after: Duration::from_secs(1),
+            code: "queue_full",
+        },
+        QueueError::DeadlineExceeded | QueueError::Closed => ApiError::Unavailable {
+            message: "no model worker became available in time; retry shortly".into(),
+            retry_after: Duration::from_secs(2),
+        },
+    }
+}
+
+type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>>>>;
+
+/// Relays SSE events as they complete; drops the usage chunk the client did not ask for.
+struct Relay {
+    upstream: ByteStream,
+    buffer: Vec<u8>,
+    strip_usage: bool,
+    grant: Option<Grant>,
+    usage: UsageRecord,
+    done: bool,
+}
+
+impl Relay {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(out) = self.take_events() {
+                if !out.is_empty() {
+                    return Some(out);
+                }
+                continue;
+            }
+            match tokio::time::timeout(UPSTREAM_TIMEOUT, self.upstream.next()).await {
+                Ok(Some(Ok(bytes))) => self.buffer.extend_from_slice(&bytes),
+                Ok(None) => {
+                    self.done = true;
+                    if let Some(g) = self.grant.take() {
+                        g.finish(Outcome::Success);
+                    }
+                    let rest = std::mem::take(&mut self.buffer);
+                    return (!rest.is_empty()).then(|| Bytes::from(rest));
+                }
+                Ok(Some(Err(_))) | Err(_) => {
+                    // The worker died mid-stream: end the client's stream with an error event.
+                    self.done = true;
+                    if let Some(g) = self.grant.take() {
+                        g.finish(Outcome::WorkerFailure);
+                    }
+                    self.usage.status = 502;
+                    let event = json!({ "error": { "message": "the model worker failed mid-stream", "type": "server_error", "param": null, "code": "upstream_error" } });
+                    return Some(Bytes::from(format!("data: {event}\n\n")));
+                }
+            }
+        }
+    }
+
+    /// Complete events in the buffer, rewritten as needed (possibly to nothing); None when no
+    /// event is complete yet.
+    fn take_events(&mut self) -> Option<Bytes> {
+        let end = find_last(&self.buffer, b"\n\n")? + 2;
+        let complete: Vec<u8> = self.buffer.drain(..end).collect();
+        let text = String::from_utf8_lossy(&complete).into_owned();
+        let mut out = String::with_capacity(text.len());
+        for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
+            let lines: Vec<String> = event.lines().filter_map(|l| self.rewrite(l)).collect();
+            if lines.is_empty() {
+                continue;
+            }
+            out.push_str(&lines.join("\n"));
+            out.push_str("\n\n");
+        }
+        Some(Bytes::from(out))
+    }
+
+    /// One SSE line: records usage; drops the usage-only chunk and `usage: null` fields when the
+    /// client did not ask for usage. None = drop the line.
+    fn rewrite(&mut self, line: &str) -> Option<String> {
+        let Some(data) = line.strip_prefix("data: ") else { return Some(line.to_owned()) };
+        let Ok(mut v) = serde_json::from_str::<Value>(data) else { return Some(line.to_owned()) };
+        let Some(obj) = v.as_object_mut() else { return Some(line.to_owned()) };
+        if obj.get("usage").is_some_and(Value::is_object) {
+            self.usage.take(&obj["usage"]);
+            if self.strip_usage && obj.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+                return None;
+            }
+        }
+        if self.strip_usage && obj.remove("usage").is_some() {
+            return Some(format!("data: {v}"));
+        }
+        Some(line.to_owned())
+    }
+}
+
+fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// The usage of one request, recorded exactly once (also when the client disconnects).
+struct UsageRecord {
+    state: web::Data<AppState>,
+    tenant: TenantId,
+    credential: String,
+    kind: crate::auth::service::CredentialKind,
+    model: String,
+    started: Instant,
+    queue_wait: Duration,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    status: u16,
+    recorded: bool,
+}
+
+impl UsageRecord {
+    fn take(&mut self, usage: &Value) {
+        if let Some(p) = usage.get("prompt_tokens").and_then(Value::as_u64) {
+            self.prompt_tokens = p;
+        }
+        if let Some(c) = usage.get("completion_tokens").and_then(Value::as_u64) {
+            self.completion_tokens = c;
+        }
+    }
+}
+
+impl Drop for UsageRecord {
+    fn drop(&mut self) {
+        if self.recorded || self.status == 0 {
+            return;
+        }
+        self.recorded = true;
+        let actor = match self.kind {
+            crate::auth::service::CredentialKind::Jwt => ActorKind::Client,
+            crate::auth::service::CredentialKind::ApiKey => ActorKind::ApiKey,
+        };
+        let event = AuditEvent::new(actor, "usage.record", if self.status < 400 { AuditOutcome::Success } else { AuditOutcome::Failure })
+            .tenant(&self.tenant)
+            .actor(self.credential.clone())
+            .details(json!({
+                "model": self.model,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "queue_wait_ms": self.queue_wait.as_millis() as u64,
+                "latency_ms": self.started.elapsed().as_millis() as u64,
+                "status": self.status,
+            }));
+        self.state.audit.record_detached(event);
+    }
+}

@@ -1,0 +1,136 @@
+//! `Gateway`: which pool serves which model, one `InferenceQueue` per pool, and the active
+//! health checks. Loaded from PostgreSQL and refreshed in the background, so pools and workers
+//! added, drained or removed through the API or CLI apply without a restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::actors::inference_queue::{InferenceQueueHandle, QueueSettings, WorkerSpec};
+use crate::auth::seal::MasterKey;
+use crate::db::{Db, DbError, workers};
+use crate::scheduler::QueueLimits;
+
+/// A pool as the gateway routes to it.
+#[derive(Clone)]
+pub struct PoolRoute {
+    pub pool_id: String,
+    pub pool_name: String,
+    pub queue: InferenceQueueHandle,
+    pub workers: Vec<WorkerSpec>,
+}
+
+#[derive(Default)]
+pub struct Gateway {
+    /// model name → pool.
+    routes: RwLock<HashMap<String, PoolRoute>>,
+    /// pool id → (queue, worker specs last applied).
+    queues: RwLock<HashMap<String, (InferenceQueueHandle, Vec<WorkerSpec>)>>,
+}
+
+impl Gateway {
+    pub fn route(&self, model: &str) -> Option<PoolRoute> {
+        self.routes.read().ok()?.get(model).cloned()
+    }
+
+    pub fn pools(&self) -> Vec<PoolRoute> {
+        let Ok(routes) = self.routes.read() else { return Vec::new() };
+        let mut seen = std::collections::HashSet::new();
+        routes.values().filter(|r| seen.insert(r.pool_id.clone())).cloned().collect()
+    }
+
+    /// Reloads pools and workers; starts queues for new pools, updates changed worker sets.
+    /// Must run on an actix system (queues are actors).
+    pub async fn refresh(&self, db: &Db, master: Arc<MasterKey>) -> Result<(), DbError> {
+        let loaded = db
+            .run(move |conn| {
+                let mut out = Vec::new();
+                for pool in workers::list_pools(conn)? {
+                    let specs = workers::list_workers(conn, &pool.id)?
+                        .into_iter()
+                        .map(|w| {
+                            let api_key = w
+                                .api_key_sealed
+                                .as_deref()
+                                .and_then(|sealed| master.open(sealed, &crate::service::workers::worker_seal_context(&w.id)).ok())
+                                .and_then(|k| String::from_utf8(k).ok());
+                            WorkerSpec {
+                                id: w.id,
+                                base_url: w.base_url,
+                                api_key,
+                                slots: w.slots.max(1) as u32,
+                                draining: w.state == "draining",
+                            }
+                        })
+                        .collect::<Vec<_>>();
+                    out.push((pool, specs));
+                }
+                Ok(out)
+            })
+            .await?;
+        let mut routes = HashMap::new();
+        let Ok(mut queues) = self.queues.write() else { return Ok(()) };
+        for (pool, specs) in loaded {
+            let settings = QueueSettings {
+                limits: QueueLimits {
+                    max_per_tenant: pool.max_queue_per_tenant.max(1) as usize,
+                    max_total: pool.max_queue_total.max(1) as usize,
+                },
+                deadline: Duration::from_millis(pool.queue_deadline_ms.max(1) as u64),
+                eject_for: crate::actors::inference_queue::EJECT_FOR,
+            };
+            let queue = match queues.get_mut(&pool.id) {
+                Some((queue, applied)) => {
+                    if *applied != specs {
+                        queue.set_workers(specs.clone());
+                        *applied = specs.clone();
+                    }
+                    queue.clone()
+                }
+                None => {
+                    let queue = InferenceQueueHandle::start(specs.clone(), settings);
+                    queues.insert(pool.id.clone(), (queue.clone(), specs.clone()));
+                    queue
+                }
+            };
+            for model in &pool.models {
+                routes.entry(model.clone()).or_insert_with(|| PoolRoute {
+                    pool_id: pool.id.clone(),
+                    pool_name: pool.name.clone(),
+                    queue: queue.clone(),
+                    workers: specs.clone(),
+                });
+            }
+        }
+        drop(queues);
+        if let Ok(mut current) = self.routes.write() {
+            *current = routes;
+        }
+        Ok(())
+    }
+
+    /// One round of active health checks: `GET /health`, else `GET /v1/models`.
+    pub async fn check_health(&self, http: &reqwest::Client) {
+        for pool in self.pools() {
+            for worker in &pool.workers {
+                let healthy = probe(http, worker).await;
+                pool.queue.report_health(worker.id.clone(), healthy);
+            }
+        }
+    }
+}
+
+async fn probe(http: &reqwest::Client, worker: &WorkerSpec) -> bool {
+    for path in ["/health", "/v1/models"] {
+        let mut req = http.get(format!("{}{path}", worker.base_url)).timeout(Duration::from_secs(2));
+        if let Some(key) = &worker.api_key {
+            req = req.bearer_auth(key);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => return true,
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => continue,
+            _ => return false,
+        }
+    }
+    false
+}

@@ -1,0 +1,195 @@
+//! The OpenAI-compatible proxy end to end: real HTTP to simulator workers through the real
+//! application, streaming relay, usage stripping, validation and the fault cases.
+
+use std::time::Duration;
+
+use gatehouse::service::Actor;
+use gatehouse::service::workers::{AddWorkerRequest, CreatePoolRequest};
+use gatehouse::workers::simulator::{Simulator, SimulatorConfig};
+use serde_json::{Value, json};
+
+use crate::helpers::{TEST_MASTER_KEY, TestApp, TestDb, eventually, seed};
+
+const MODEL: &str = "Qwen/Qwen2.5-7B-Instruct";
+
+fn simulator(tweak: impl FnOnce(&mut SimulatorConfig)) -> (u16, actix_web::dev::ServerHandle) {
+    let mut c = SimulatorConfig::llm("127.0.0.1:0");
+    c.ttft_ms = 5;
+    c.tpot_ms = 1;
+    tweak(&mut c);
+    let sim = Simulator::start(c).unwrap();
+    let handle = sim.server.handle();
+    actix_rt::spawn(sim.server);
+    (sim.port, handle)
+}
+
+/// An app with one pool of the given simulator ports, and an API key with chat scope.
+async fn gateway(ports: &[u16], deadline_ms: i32, tweak: impl FnOnce(&mut gatehouse::config::Config)) -> (TestApp, String) {
+    gateway_with_queue(ports, deadline_ms, 256, tweak).await
+}
+
+async fn gateway_with_queue(
+    ports: &[u16],
+    deadline_ms: i32,
+    per_tenant: i32,
+    tweak: impl FnOnce(&mut gatehouse::config::Config),
+) -> (TestApp, String) {
+    let db = TestDb::new();
+    let tenant = seed::tenant(&db, "Acme");
+    let key = seed::api_key(&db, &tenant, "chat:completions models:read");
+    let master = gatehouse::auth::seal::MasterKey::from_config(&gatehouse::config::Secret::new(TEST_MASTER_KEY)).unwrap();
+    let mut conn = db.conn();
+    let req =
+        CreatePoolRequest { name: "qwen".into(), kind: "llm".into(), models: vec![MODEL.into()], queue_deadline_ms: Some(deadline_ms) };
+    gatehouse::service::workers::create_pool(&mut conn, &req, &Actor::cli()).unwrap();
+    diesel::update(gatehouse::db::schema::worker_pools::table)
+        .set(gatehouse::db::schema::worker_pools::max_queue_per_tenant.eq(per_tenant))
+        .execute(&mut conn)
+        .unwrap();
+    for port in ports {
+        let w = AddWorkerRequest { base_url: format!("http://127.0.0.1:{port}"), api_key: None, slots: Some(4) };
+        gatehouse::service::workers::add_worker(&mut conn, &master, "qwen", &w, &Actor::cli()).unwrap();
+    }
+    (TestApp::spawn_on(db, tweak).await, key)
+}
+
+fn chat(stream: bool, include_usage: bool) -> Value {
+    let mut b = json!({ "model": MODEL, "messages": [{ "role": "user", "content": "hello there" }], "max_tokens": 50, "stream": stream });
+    if include_usage {
+        b["stream_options"] = json!({ "include_usage": true });
+    }
+    b
+}
+
+async fn post(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    app.client.post(app.url("/v1/chat/completions")).bearer_auth(key).json(body).send().await.unwrap()
+}
+
+fn data_events(body: &str) -> Vec<String> {
+    body.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(str::to_owned).collect()
+}
+
+#[actix_web::test]
+async fn chat_completions_are_forwarded_with_usage() {
+    let (port, _s) = simulator(|_| {});
+    let (app, key) = gateway(&[port], 5000, |_| {}).await;
+    let r = post(&app, &key, &chat(false, false)).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().starts_with("(simulated)"));
+    assert!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    let r = app
+        .client
+        .post(app.url("/v1/completions"))
+        .bearer_auth(&key)
+        .json(&json!({ "model": MODEL, "prompt": "Once", "max_tokens": 3 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["usage"]["completion_tokens"], 3);
+}
+
+#[actix_web::test]
+async fn streams_are_relayed_and_usage_appears_only_when_asked() {
+    let (port, _s) = simulator(|_| {});
+    let (app, key) = gateway(&[port], 5000, |_| {}).await;
+    for asked in [false, true] {
+        let r = post(&app, &key, &chat(true, asked)).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        let events = data_events(&r.text().await.unwrap());
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+        let with_usage = chunks.iter().filter(|c| c.get("usage").is_some_and(Value::is_object)).count();
+        if asked {
+            assert_eq!(with_usage, 1, "the client asked for the usage chunk");
+        } else {
+            assert_eq!(with_usage, 0, "the usage chunk Gatehouse asked for is stripped");
+            assert!(chunks.iter().all(|c| c.get("usage").is_none()), "no usage fields at all");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn invalid_requests_are_refused_before_queueing() {
+    let (port, _s) = simulator(|_| {});
+    let (app, key) = gateway(&[port], 5000, |c| c.server.max_body_bytes = 4096).await;
+    let send = |body: String| {
+        app.client.post(app.url("/v1/chat/completions")).bearer_auth(&key).header("content-type", "application/json").body(body).send()
+    };
+    let r = send("{not json".into()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "invalid_json");
+    let r = send(json!({ "model": "nope", "messages": [{ "role": "user", "content": "x" }] }).to_string()).await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = send(json!({ "model": MODEL }).to_string()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "messages");
+    let r = send(json!({ "model": MODEL, "messages": [{ "role": "user", "content": "x".repeat(10_000) }] }).to_string()).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let r = send(json!({ "model": MODEL, "messages": [{ "role": "user", "content": "x" }], "max_tokens": -1 }).to_string()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("gatehouse_simulator_requests_total 0"), "nothing invalid reached the worker: {metrics}");
+}
+
+#[actix_web::test]
+async fn a_worker_dying_mid_stream_ends_the_stream_with_an_error_event() {
+    let (port, _s) = simulator(|c| c.die_after_tokens = Some(3));
+    let (app, key) = gateway(&[port], 5000, |_| {}).await;
+    let r = post(&app, &key, &chat(true, false)).await;
+    assert_eq!(r.status(), 200);
+    let events = data_events(&r.text().await.unwrap());
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_error");
+    app.state.audit.flush().await;
+}
+
+#[actix_web::test]
+async fn all_workers_down_answers_503_then_traffic_recovers() {
+    // A port nothing listens on: connect errors, then the breaker ejects the worker.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (app, key) = gateway(&[dead], 300, |_| {}).await;
+    let r = post(&app, &key, &chat(false, false)).await;
+    assert!(r.status() == 502 || r.status() == 503, "{}", r.status());
+    let recovered = {
+        let listener_port = dead;
+        let mut c = SimulatorConfig::llm(&format!("127.0.0.1:{listener_port}"));
+        c.ttft_ms = 5;
+        let sim = Simulator::start(c).unwrap();
+        actix_rt::spawn(sim.server);
+        eventually(Duration::from_secs(20), || async { post(&app, &key, &chat(false, false)).await.status() == 200 }).await
+    };
+    assert!(recovered, "traffic recovers when the worker returns, without a restart");
+}
+
+#[actix_web::test]
+async fn a_full_queue_answers_429_queue_full() {
+    let (port, _s) = simulator(|c| {
+        c.ttft_ms = 1500;
+        c.max_concurrent = 64;
+    });
+    // 4 slots and room for 1 waiting request per tenant: of 6 concurrent requests one is refused.
+    let (app, key) = gateway_with_queue(&[port], 10_000, 1, |_| {}).await;
+    let mut inflight = Vec::new();
+    for _ in 0..6 {
+        let (client, url, key) = (app.client.clone(), app.url("/v1/chat/completions"), key.clone());
+        inflight.push(actix_rt::spawn(async move {
+            let r = client.post(url).bearer_auth(key).json(&chat(false, false)).send().await.unwrap();
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after").is_some();
+            let code = r.json::<Value>().await.ok().and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
+            (status, retry, code)
+        }));
+    }
+    let results: Vec<(u16, bool, Option<String>)> =
+        futures_util::future::join_all(inflight).await.into_iter().map(Result::unwrap).collect();
+    let refused: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert_eq!(refused.len(), 1, "{results:?}");
+    assert!(refused[0].1, "429 carries Retry-After");
+    assert_eq!(refused[0].2.as_deref(), Some("queue_full"));
+    assert_eq!(results.iter().filter(|r| r.0 == 200).count(), 5);
+}
+
+use diesel::{ExpressionMethods, RunQueryDsl};
