@@ -27,8 +27,10 @@ use crate::domain::{ClientId, Slug, TenantId};
 use crate::service::api_keys::CreateApiKeyRequest;
 use crate::service::clients::CreateClientRequest;
 use crate::service::tenants::CreateTenantRequest;
+use crate::service::workers::{AddWorkerRequest, CreatePoolRequest};
 use crate::service::{self, Actor};
 use crate::startup::Application;
+use crate::workers::simulator::{Simulator, SimulatorConfig};
 use cluster::PrivateCluster;
 
 /// Database created in the private cluster.
@@ -120,14 +122,52 @@ pub fn run(mut config: Config, args: DevArgs) -> Result<(), CliError> {
     let seeded = seed(&mut conn, &data_dir, &Pepper::new(&config.auth.pepper))?;
     drop(conn);
 
+    let master = MasterKey::from_config(&config.auth.master_key).map_err(|e| CliError::Usage(e.to_string()))?;
     let result = actix_rt::System::new().block_on(async move {
+        let simulators = start_demo_workers(&url, &master)?;
         let app = Application::build(config).await?;
         let base = app.base_url(host_of(&args.listen));
-        print_banner(&base, &seeded, &config_path);
+        print_banner(&base, &seeded, &config_path, &simulators);
         app.run_until_stopped().await
     });
     drop(running);
     result.map_err(CliError::from)
+}
+
+/// The model the demo pool serves.
+pub const DEMO_MODEL: &str = "Qwen/Qwen2.5-7B-Instruct";
+
+/// Starts two LLM worker simulators on free ports and points the `demo` pool at them (replacing
+/// the workers of earlier runs, whose ports are gone).
+fn start_demo_workers(url: &str, master: &MasterKey) -> anyhow::Result<Vec<u16>> {
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let mut sim = SimulatorConfig::llm("127.0.0.1:0");
+        sim.models = vec![DEMO_MODEL.into()];
+        let started = Simulator::start(sim)?;
+        ports.push(started.port);
+        actix_rt::spawn(started.server);
+    }
+    let mut conn = PgConnection::establish(url)?;
+    let actor = Actor { id: "dev".into(), ..Actor::cli() };
+    let pools = service::workers::list_pools(&mut conn).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match pools.iter().find(|p| p.name == "demo") {
+        Some(pool) => {
+            for w in &pool.workers {
+                service::workers::set_worker_state(&mut conn, &w.id, "removed", &actor).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
+        None => {
+            let req =
+                CreatePoolRequest { name: "demo".into(), kind: "llm".into(), models: vec![DEMO_MODEL.into()], queue_deadline_ms: None };
+            service::workers::create_pool(&mut conn, &req, &actor).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    for port in &ports {
+        let req = AddWorkerRequest { base_url: format!("http://127.0.0.1:{port}"), api_key: None, slots: Some(16) };
+        service::workers::add_worker(&mut conn, master, "demo", &req, &actor).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(ports)
 }
 
 /// What `seed` made or found.
@@ -252,7 +292,7 @@ fn host_of(listen: &str) -> &str {
     }
 }
 
-fn print_banner(base: &str, seeded: &Seeded, config_path: &Path) {
+fn print_banner(base: &str, seeded: &Seeded, config_path: &Path, simulators: &[u16]) {
     let c = &seeded.credentials;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -268,6 +308,9 @@ fn print_banner(base: &str, seeded: &Seeded, config_path: &Path) {
          \n  curl -s -u '{client_id}:{client_secret}' -d grant_type=client_credentials {base}/oauth2/token\
          \n\nList models with the API key (or with the token's access_token):\
          \n  curl -s -H 'Authorization: Bearer {api_key}' {base}/v1/models\
+         \n\nChat ({model} is served by {workers} worker SIMULATORS on ports {ports}):\
+         \n  curl -s -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\\
+         \n    -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}' {base}/v1/chat/completions\
          \n\nPress Ctrl-C to stop (the private PostgreSQL stops with it).\n",
         email = c.email,
         password = c.password,
@@ -277,6 +320,9 @@ fn print_banner(base: &str, seeded: &Seeded, config_path: &Path) {
         client_secret = c.client_secret,
         api_key = c.api_key,
         config = config_path.display(),
+        model = DEMO_MODEL,
+        workers = simulators.len(),
+        ports = simulators.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
     );
     let _ = out.flush();
 }

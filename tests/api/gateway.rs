@@ -112,6 +112,62 @@ async fn streams_are_relayed_and_usage_appears_only_when_asked() {
 }
 
 #[actix_web::test]
+async fn a_client_disconnect_cancels_the_upstream_request_and_frees_the_slot() {
+    let (port, _s) = simulator(|c| {
+        c.tpot_ms = 200;
+        c.max_concurrent = 1;
+    });
+    let (app, key) = gateway(&[port], 5000, |_| {}).await;
+    let mut body = chat(true, false);
+    body["max_tokens"] = json!(60);
+    let mut r = post(&app, &key, &body).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.chunk().await.unwrap().is_some(), "the first chunk arrives before the answer is complete");
+    drop(r);
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let freed = eventually(Duration::from_secs(5), || async {
+        reqwest::get(&metrics)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("vllm:num_requests_running{model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 0")
+    })
+    .await;
+    assert!(freed, "the worker stopped generating for the departed client");
+    let mut short = chat(false, false);
+    short["max_tokens"] = json!(2);
+    assert_eq!(post(&app, &key, &short).await.status(), 200, "the slot is free for the next request");
+}
+
+#[actix_web::test]
+async fn plan_caps_on_max_tokens_and_prompt_size_apply() {
+    let (port, _s) = simulator(|_| {});
+    let (app, key) = gateway(&[port], 5000, |_| {}).await;
+    diesel::update(gatehouse::db::schema::plans::table)
+        .set((
+            gatehouse::db::schema::plans::max_tokens_cap.eq(Some(100)),
+            gatehouse::db::schema::plans::default_max_tokens.eq(Some(50)),
+            gatehouse::db::schema::plans::max_prompt_chars.eq(Some(50)),
+        ))
+        .execute(&mut app.db.conn())
+        .unwrap();
+    // (No request ran yet, so no plan is cached; a change applies within the 5 s cache otherwise.)
+    let mut body = chat(false, false);
+    body["max_tokens"] = json!(101);
+    let r = post(&app, &key, &body).await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "max_tokens");
+    let mut body = chat(false, false);
+    body["messages"][0]["content"] = json!("x".repeat(51));
+    assert_eq!(post(&app, &key, &body).await.status(), 422);
+    let mut body = chat(false, false);
+    body.as_object_mut().unwrap().remove("max_tokens");
+    assert_eq!(post(&app, &key, &body).await.status(), 200, "absent max_tokens takes the plan default");
+}
+
+#[actix_web::test]
 async fn invalid_requests_are_refused_before_queueing() {
     let (port, _s) = simulator(|_| {});
     let (app, key) = gateway(&[port], 5000, |c| c.server.max_body_bytes = 4096).await;
