@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Conformance of the auth server against real client libraries (shared/spec/auth.md §14):
-# authlib, requests-oauthlib, PyJWT and the openai SDK, plus a raw-httpx negative matrix.
+# authlib, requests-oauthlib, PyJWT and the openai SDK, plus a raw-httpx negative matrix; and of
+# the inference gateway against the openai SDK (tests/conformance/test_openai_gateway.py).
 # Creates a throwaway database, seeds tenants T1/T2, clients A/B/NOSCOPE and API key K with the
-# gatehouse CLI, serves on a free loopback port, runs tests/conformance with pytest, and always
-# stops the server and drops the database. Exits with pytest's status.
+# gatehouse CLI, starts two worker simulators registered as pools `qwen` (fast, MODEL) and `slow`
+# (SLOW_MODEL: one worker with one slot, a per-tenant queue of 1), serves on a free loopback port,
+# runs tests/conformance with pytest, and always stops the server and the simulators and drops the
+# database. Exits with pytest's status.
 #   TEST_DATABASE_URL  server-level URL to create the database on
 #                      (default postgres://postgres@127.0.0.1:5432/postgres)
 #   GATEHOUSE_BIN      the gatehouse binary (default target/debug/gatehouse; built if missing)
@@ -40,18 +43,35 @@ EOF
 export DATABASE_URL
 
 SERVER_PID=
+SIM_PIDS=()
 WORK=$(mktemp -d)
 cleanup() {
   local rc=$?
+  local pid
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
   fi
+  for pid in "${SIM_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${SIM_PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   if [ "$rc" -ne 0 ] && [ -s "$WORK/server.log" ]; then
     echo "--- gatehouse server log (last 60 lines) ---" >&2
     tail -n 60 "$WORK/server.log" >&2 || true
+  fi
+  if [ "$rc" -ne 0 ]; then
+    for f in "$WORK"/sim-*.log; do
+      [ -s "$f" ] || continue
+      echo "--- $(basename "$f") (last 20 lines) ---" >&2
+      tail -n 20 "$f" >&2 || true
+    done
   fi
   psql "$TEST_DATABASE_URL" -qAt -v ON_ERROR_STOP=1 \
     -c "DROP DATABASE IF EXISTS \"$DB_NAME\" WITH (FORCE)" >/dev/null 2>&1 || true
@@ -69,7 +89,8 @@ GATEHOUSE__AUTH__MASTER_KEY=$("$PY" -c 'import base64, secrets; print(base64.b64
 export GATEHOUSE__AUTH__PEPPER
 GATEHOUSE__AUTH__PEPPER=$("$PY" -c 'import secrets, string; a = string.ascii_letters + string.digits; print("".join(secrets.choice(a) for _ in range(48)))')
 
-PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'; }
+PORT=$(free_port)
 export GATEHOUSE__SERVER__LISTEN="127.0.0.1:$PORT"
 export GATEHOUSE__AUTH__ISSUER="http://127.0.0.1:$PORT"
 export GATEHOUSE__AUTH__TOKEN_CLIENT_PER_MIN=600 GATEHOUSE__AUTH__TOKEN_IP_PER_MIN=6000 GATEHOUSE__AUTH__TOKEN_IP_BURST=1000
@@ -94,6 +115,48 @@ out=$(gh api-key create --tenant t1 --name K --scopes "models:read chat:completi
 KEY=$(field key <<<"$out")
 unset out
 export CID_A CS_A CID_B CS_B CID_NOSCOPE CS_NOSCOPE KEY
+
+# --- worker simulators and their pools -----------------------------------------------------------
+# wait_healthy URL PID NAME: polls URL until it answers 200 (at most 20 s), failing if PID exits.
+wait_healthy() {
+  "$PY" - "$1" "$2" "$3" <<'EOF'
+import os, sys, time, httpx
+url, pid, name, deadline = sys.argv[1], int(sys.argv[2]), sys.argv[3], time.monotonic() + 20
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(f"simulator {name} exited during start-up")
+    try:
+        if httpx.get(url, timeout=1).status_code == 200:
+            sys.exit(0)
+    except httpx.HTTPError:
+        pass
+    time.sleep(0.1)
+sys.exit(f"simulator {name} did not answer {url} within 20 s")
+EOF
+}
+
+export MODEL=Qwen/Qwen2.5-7B-Instruct SLOW_MODEL=slow-model
+SIM_FAST_PORT=$(free_port)
+"$BIN" simulate-worker --kind llm --listen "127.0.0.1:$SIM_FAST_PORT" --model "$MODEL" \
+  --ttft-ms 5 --tpot-ms 1 >"$WORK/sim-fast.log" 2>&1 &
+SIM_PIDS+=($!)
+wait_healthy "http://127.0.0.1:$SIM_FAST_PORT/health" "${SIM_PIDS[-1]}" fast
+SIM_SLOW_PORT=$(free_port)
+"$BIN" simulate-worker --kind llm --listen "127.0.0.1:$SIM_SLOW_PORT" --model "$SLOW_MODEL" \
+  --ttft-ms 2500 --max-concurrent 8 >"$WORK/sim-slow.log" 2>&1 &
+SIM_PIDS+=($!)
+wait_healthy "http://127.0.0.1:$SIM_SLOW_PORT/health" "${SIM_PIDS[-1]}" slow
+
+gh pool add --name qwen --model "$MODEL" --json >/dev/null
+gh worker add --pool qwen --url "http://127.0.0.1:$SIM_FAST_PORT" --slots 8 --json >/dev/null
+gh pool add --name slow --model "$SLOW_MODEL" --json >/dev/null
+gh worker add --pool slow --url "http://127.0.0.1:$SIM_SLOW_PORT" --slots 1 --json >/dev/null
+# Queue bounds are read when serve loads a pool, so set this one before serving: one request runs
+# on the single slot, one waits, any further one from the same tenant is 429 queue_full.
+psql "$DATABASE_URL" -qAt -v ON_ERROR_STOP=1 \
+  -c "UPDATE worker_pools SET max_queue_per_tenant = 1 WHERE name = 'slow'" >/dev/null
 
 # --- serve ---------------------------------------------------------------------------------------
 "$BIN" serve >"$WORK/server.log" 2>&1 &

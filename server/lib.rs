@@ -14,6 +14,7 @@ pub mod dev;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod oauth_error;
 pub mod routes;
 pub mod scheduler;

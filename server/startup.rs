@@ -63,6 +63,7 @@ impl Application {
             config.auth.issuer = format!("{scheme}://{}:{port}", addr.ip());
         }
 
+        crate::metrics::install();
         let auth = Arc::new(AuthService::new(&config)?);
         run_maintenance(&db, &config, &auth).await;
         if let Err(e) = auth.reload_keys(&db).await {

@@ -179,6 +179,7 @@ async fn proxy(
         credential: principal.credential_id.clone(),
         kind: principal.kind,
         model: model.clone(),
+        pool: route.pool_name.clone(),
         started,
         queue_wait: Duration::ZERO,
         prompt_tokens: 0,
@@ -192,6 +193,7 @@ async fn proxy(
         attempts += 1;
         let grant = route.queue.acquire(principal.tenant_id.clone(), policy.weight, Priority::Normal, cost).await.map_err(queue_error)?;
         usage.queue_wait += grant.waited;
+        metrics::histogram!("gatehouse_queue_wait_seconds", "pool" => route.pool_name.clone()).record(grant.waited.as_secs_f64());
         let mut req = state
             .http
             .post(format!("{}{}", grant.base_url, endpoint.path()))
@@ -206,11 +208,13 @@ async fn proxy(
         match req.send().await {
             Ok(resp) => break (grant, resp),
             Err(e) if e.is_connect() && attempts < 2 => {
+                upstream_error(&route.pool_name, "connect");
                 tracing::warn!(worker.id = %grant.worker_id, error = %e, "worker unreachable; retrying on another worker");
                 grant.finish(Outcome::WorkerFailure);
             }
             Err(e) => {
                 grant.finish(Outcome::WorkerFailure);
+                upstream_error(&route.pool_name, if e.is_timeout() { "timeout" } else { "connect" });
                 usage.status = if e.is_timeout() { 504 } else { 502 };
                 return Err(if e.is_timeout() {
                     ApiError::UpstreamTimeout
@@ -224,6 +228,7 @@ async fn proxy(
     let status = response.status();
     if status.is_server_error() {
         grant.finish(Outcome::WorkerFailure);
+        upstream_error(&route.pool_name, "status");
         usage.status = 502;
         return Err(ApiError::Upstream(format!("the model worker failed ({})", status.as_u16())));
     }
@@ -232,6 +237,7 @@ async fn proxy(
             Ok(Ok(b)) => b,
             Ok(Err(_)) | Err(_) => {
                 grant.finish(Outcome::WorkerFailure);
+                upstream_error(&route.pool_name, "timeout");
                 usage.status = 504;
                 return Err(ApiError::UpstreamTimeout);
             }
@@ -254,6 +260,7 @@ async fn proxy(
         grant: Some(grant),
         usage,
         done: false,
+        first_byte_seen: false,
     };
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -262,6 +269,10 @@ async fn proxy(
         .streaming(futures_util::stream::unfold(relay, |mut relay| async move {
             relay.next_chunk().await.map(|c| (Ok::<_, actix_web::Error>(c), relay))
         })))
+}
+
+fn upstream_error(pool: &str, kind: &'static str) {
+    metrics::counter!("gatehouse_upstream_errors_total", "pool" => pool.to_owned(), "kind" => kind).increment(1);
 }
 
 fn queue_error(e: QueueError) -> ApiError {
@@ -288,6 +299,7 @@ struct Relay {
     grant: Option<Grant>,
     usage: UsageRecord,
     done: bool,
+    first_byte_seen: bool,
 }
 
 impl Relay {
@@ -303,7 +315,14 @@ impl Relay {
                 continue;
             }
             match tokio::time::timeout(UPSTREAM_TIMEOUT, self.upstream.next()).await {
-                Ok(Some(Ok(bytes))) => self.buffer.extend_from_slice(&bytes),
+                Ok(Some(Ok(bytes))) => {
+                    if !self.first_byte_seen {
+                        self.first_byte_seen = true;
+                        metrics::histogram!("gatehouse_time_to_first_token_seconds", "pool" => self.usage.pool.clone(), "model" => self.usage.model.clone())
+                            .record(self.usage.started.elapsed().as_secs_f64());
+                    }
+                    self.buffer.extend_from_slice(&bytes)
+                }
                 Ok(None) => {
                     self.done = true;
                     if let Some(g) = self.grant.take() {
@@ -319,6 +338,7 @@ impl Relay {
                         g.finish(Outcome::WorkerFailure);
                     }
                     self.usage.status = 502;
+                    upstream_error(&self.usage.pool, "stream");
                     let event = json!({ "error": { "message": "the model worker failed mid-stream", "type": "server_error", "param": null, "code": "upstream_error" } });
                     return Some(Bytes::from(format!("data: {event}\n\n")));
                 }
@@ -374,6 +394,7 @@ struct UsageRecord {
     credential: String,
     kind: crate::auth::service::CredentialKind,
     model: String,
+    pool: String,
     started: Instant,
     queue_wait: Duration,
     prompt_tokens: u64,
@@ -399,6 +420,10 @@ impl Drop for UsageRecord {
             return;
         }
         self.recorded = true;
+        metrics::histogram!("gatehouse_request_duration_seconds", "pool" => self.pool.clone(), "model" => self.model.clone(), "status" => self.status.to_string())
+            .record(self.started.elapsed().as_secs_f64());
+        metrics::counter!("gatehouse_tokens_total", "model" => self.model.clone(), "direction" => "in").increment(self.prompt_tokens);
+        metrics::counter!("gatehouse_tokens_total", "model" => self.model.clone(), "direction" => "out").increment(self.completion_tokens);
         let actor = match self.kind {
             crate::auth::service::CredentialKind::Jwt => ActorKind::Client,
             crate::auth::service::CredentialKind::ApiKey => ActorKind::ApiKey,

@@ -26,6 +26,8 @@ pub struct Gateway {
     routes: RwLock<HashMap<String, PoolRoute>>,
     /// pool id → (queue, worker specs last applied).
     queues: RwLock<HashMap<String, (InferenceQueueHandle, Vec<WorkerSpec>)>>,
+    /// pool id → tenants with a queue-depth gauge, to zero the gauge when they leave.
+    gauge_tenants: std::sync::Mutex<HashMap<String, std::collections::HashSet<String>>>,
 }
 
 impl Gateway {
@@ -109,12 +111,36 @@ impl Gateway {
         Ok(())
     }
 
-    /// One round of active health checks: `GET /health`, else `GET /v1/models`.
+    /// One round of active health checks (`GET /health`, else `GET /v1/models`), then the
+    /// queue and worker gauges.
     pub async fn check_health(&self, http: &reqwest::Client) {
         for pool in self.pools() {
             for worker in &pool.workers {
                 let healthy = probe(http, worker).await;
                 pool.queue.report_health(worker.id.clone(), healthy);
+            }
+            let status = pool.queue.status().await;
+            let mut seen = self.gauge_tenants.lock().map(|mut m| m.remove(&pool.pool_id).unwrap_or_default()).unwrap_or_default();
+            let mut now = std::collections::HashSet::new();
+            for (tenant, depth) in &status.waiting_by_tenant {
+                metrics::gauge!("gatehouse_queue_depth", "pool" => pool.pool_name.clone(), "tenant" => tenant.clone()).set(*depth as f64);
+                seen.remove(tenant);
+                now.insert(tenant.clone());
+            }
+            for gone in seen {
+                metrics::gauge!("gatehouse_queue_depth", "pool" => pool.pool_name.clone(), "tenant" => gone).set(0.0);
+            }
+            if let Ok(mut m) = self.gauge_tenants.lock() {
+                m.insert(pool.pool_id.clone(), now);
+            }
+            for (worker, state, outstanding) in status.workers {
+                for s in ["healthy", "half_open", "ejected", "draining"] {
+                    let up = if s == state { 1.0 } else { 0.0 };
+                    metrics::gauge!("gatehouse_worker_up", "pool" => pool.pool_name.clone(), "worker" => worker.clone(), "state" => s)
+                        .set(up);
+                }
+                metrics::gauge!("gatehouse_worker_outstanding", "pool" => pool.pool_name.clone(), "worker" => worker.clone())
+                    .set(f64::from(outstanding));
             }
         }
     }

@@ -249,3 +249,27 @@ async fn a_full_queue_answers_429_queue_full() {
 }
 
 use diesel::{ExpressionMethods, RunQueryDsl};
+
+#[actix_web::test]
+async fn metrics_describe_queues_workers_latency_and_tokens() {
+    let (port, _s) = simulator(|_| {});
+    let (app, key) = gateway(&[port], 5000, |_| {}).await;
+    assert_eq!(post(&app, &key, &chat(false, false)).await.status(), 200);
+    assert_eq!(post(&app, &key, &chat(true, false)).await.status(), 200);
+    let ok = eventually(Duration::from_secs(10), || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        [
+            "gatehouse_queue_wait_seconds_bucket",
+            "gatehouse_request_duration_seconds_bucket",
+            "gatehouse_time_to_first_token_seconds",
+            "gatehouse_tokens_total",
+            "gatehouse_worker_up",
+        ]
+        .iter()
+        .all(|m| text.contains(m))
+    })
+    .await;
+    assert!(ok, "{}", app.get("/metrics").await.text().await.unwrap());
+    let r = app.get("/metrics").await;
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+}
