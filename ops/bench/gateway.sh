@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Gateway overhead, measured side by side in one run: the same worker simulator called directly,
+# through a plain nginx reverse proxy (the floor of one proxy hop), and through Gatehouse (API-key
+# auth, validation, fair scheduling, relay). The simulator answers with no model latency
+# (--ttft-ms 0 --tpot-ms 0) so what remains is the proxies' cost. Non-streaming and streaming
+# (for a stream wrk's latency is the whole stream, which here is also the time to first byte).
+# Prints a markdown table: p50/p99 latency and requests/s at concurrency 1, 32 and 64, and the
+# latency Gatehouse and nginx add over calling the simulator directly.
+#   DURATION (default 10s), TEST_DATABASE_URL as in ops/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=ops/lib/provision.sh
+source ops/lib/provision.sh
+command -v wrk >/dev/null 2>&1 || apt_install wrk
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_install nginx-light
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+command -v psql >/dev/null 2>&1 || apt_install postgresql-client
+cargo build --release --locked -q
+BIN=target/release/gatehouse
+DURATION=${DURATION:-10s}
+ADMIN=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+DB="gh_bench_gw_$$"
+WORK=$(mktemp -d)
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+SIM_PORT=$(free_port); NGINX_PORT=$(free_port); GH_PORT=$(free_port)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill -QUIT "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  psql "$ADMIN" -qAtc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BIN" simulate-worker --kind llm --listen "127.0.0.1:$SIM_PORT" --ttft-ms 0 --tpot-ms 0 --max-concurrent 1024 2>"$WORK/sim.log" &
+PIDS+=($!)
+
+cat >"$WORK/nginx.conf" <<NGINX
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy; fastcgi_temp_path $WORK/fcgi;
+  uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
+  upstream sim { server 127.0.0.1:$SIM_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / { proxy_pass http://sim; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGINX
+"$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -g "user $(id -un);" 2>"$WORK/nginx.log"
+
+export DATABASE_URL="${ADMIN%/*}/$DB"
+export GATEHOUSE__SERVER__LISTEN="127.0.0.1:$GH_PORT" GATEHOUSE__AUTH__ISSUER="http://127.0.0.1:$GH_PORT" GATEHOUSE__LOG__FILTER=warn
+export GATEHOUSE__AUTH__MASTER_KEY=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
+export GATEHOUSE__AUTH__PEPPER=$(python3 -c 'import secrets; print(secrets.token_urlsafe(40))')
+psql "$ADMIN" -qAtc "CREATE DATABASE $DB" >/dev/null
+"$BIN" migrate >/dev/null
+"$BIN" tenant create --name Bench --json >/dev/null
+KEY=$("$BIN" api-key create --tenant bench --name bench --scopes "chat:completions" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+"$BIN" pool add --name bench --model Qwen/Qwen2.5-7B-Instruct --json >/dev/null
+"$BIN" worker add --pool bench --url "http://127.0.0.1:$SIM_PORT" --slots 1024 --json >/dev/null
+psql "$DATABASE_URL" -qAtc "UPDATE worker_pools SET max_queue_per_tenant = 100000, max_queue_total = 100000" >/dev/null
+"$BIN" serve 2>"$WORK/gatehouse.log" &
+PIDS+=($!)
+for port in "$SIM_PORT" "$GH_PORT"; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 || curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+# run TARGET_URL AUTH BODY CONNECTIONS -> "p50_ms p99_ms rps errors"
+run() {
+  local out
+  out=$(AUTH="$2" BODY="$3" wrk -t1 -c"$4" -d"$DURATION" --latency -s ops/bench/post.lua "$1/v1/chat/completions")
+  python3 - "$out" <<'PY'
+import re, sys
+out = sys.argv[1]
+def ms(label):
+    m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    v, u = float(m.group(1)), m.group(2)
+    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+errors = int(re.search(r"non-200 responses: (\d+)", out).group(1))
+print(f"{ms('50'):.3f} {ms('99'):.3f} {rps:.0f} {errors}")
+PY
+}
+
+PLAIN='{"model":"Qwen/Qwen2.5-7B-Instruct","messages":[{"role":"user","content":"hello there"}],"max_tokens":16}'
+STREAM='{"model":"Qwen/Qwen2.5-7B-Instruct","messages":[{"role":"user","content":"hello there"}],"max_tokens":16,"stream":true}'
+# Warm up every path (connections, caches).
+for url in "http://127.0.0.1:$SIM_PORT" "http://127.0.0.1:$NGINX_PORT" "http://127.0.0.1:$GH_PORT"; do
+  AUTH="$KEY" BODY="$PLAIN" wrk -t1 -c8 -d2s -s ops/bench/post.lua "$url/v1/chat/completions" >/dev/null
+done
+
+echo "| mode | concurrency | direct p50 / p99 ms | nginx p50 / p99 ms | gatehouse p50 / p99 ms | added p50 / p99 ms nginx | added p50 / p99 ms gatehouse | rps direct / nginx / gatehouse | gatehouse / direct rps | non-200 |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for mode in plain stream; do
+  body=$PLAIN; [ "$mode" = stream ] && body=$STREAM
+  for c in 1 32 64; do
+    read -r d50 d99 drps derr <<<"$(run "http://127.0.0.1:$SIM_PORT" "" "$body" "$c")"
+    read -r n50 n99 nrps nerr <<<"$(run "http://127.0.0.1:$NGINX_PORT" "" "$body" "$c")"
+    read -r g50 g99 grps gerr <<<"$(run "http://127.0.0.1:$GH_PORT" "$KEY" "$body" "$c")"
+    python3 - "$mode" "$c" "$d50" "$d99" "$drps" "$n50" "$n99" "$nrps" "$g50" "$g99" "$grps" "$((derr + nerr + gerr))" <<'PY'
+import sys
+mode, c, d50, d99, drps, n50, n99, nrps, g50, g99, grps, err = sys.argv[1:]
+f = lambda x: float(x)
+print(f"| {mode} | {c} | {f(d50):.2f} / {f(d99):.2f} | {f(n50):.2f} / {f(n99):.2f} | {f(g50):.2f} / {f(g99):.2f} "
+      f"| {f(n50)-f(d50):.2f} / {f(n99)-f(d99):.2f} | {f(g50)-f(d50):.2f} / {f(g99)-f(d99):.2f} "
+      f"| {drps} / {nrps} / {grps} | {f(grps)/f(drps):.2f} | {err} |")
+PY
+  done
+done
