@@ -23,4 +23,5 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod usage;
 pub mod workers;

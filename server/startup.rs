@@ -83,7 +83,8 @@ impl Application {
             tracing::warn!(error = %e, "worker pools not loaded yet");
         }
         let policies = moka::future::Cache::builder().max_capacity(100_000).time_to_live(POLICY_TTL).build();
-        let state = web::Data::new(AppState { db, config: config.clone(), auth, audit, trusted_proxies, gateway, http, policies });
+        let usage = crate::usage::UsageSink::start(db.clone());
+        let state = web::Data::new(AppState { db, config: config.clone(), auth, audit, trusted_proxies, gateway, http, policies, usage });
         let tls = config.tls.enabled();
         let max_body = config.server.max_body_bytes;
 
@@ -150,6 +151,7 @@ impl Application {
         });
         let result = self.server.await;
         signals.abort();
+        self.state.usage.flush().await;
         self.state.audit.flush().await;
         tracing::info!("gatehouse stopped");
         result.context("server failed")

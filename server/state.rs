@@ -23,6 +23,7 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Per-tenant request policy (plan limits), cached ≤ 5 s so plan changes apply without restart.
     pub policies: moka::future::Cache<String, Arc<crate::routes::completions::TenantPolicy>>,
+    pub usage: crate::usage::UsageSink,
 }
 
 impl AppState {

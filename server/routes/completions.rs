@@ -3,7 +3,7 @@
 //! by chunk, never buffered. Gatehouse always asks the worker for the final usage chunk
 //! (`stream_options.include_usage`) and strips it when the client did not ask. A client that
 //! disconnects drops the relay, which cancels the upstream request and returns the slot. Every
-//! finished request yields a usage record (until the quota issue lands: an audit event).
+//! finished request yields a usage record, rolled up per minute by the `UsageSink`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,6 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::actors::inference_queue::{Grant, Outcome, QueueError};
-use crate::db::audit::{ActorKind, AuditEvent, Outcome as AuditOutcome};
 use crate::db::{plans, tenants};
 use crate::domain::{CHAT_COMPLETIONS, TenantId};
 use crate::error::ApiError;
@@ -177,7 +176,6 @@ async fn proxy(
         state: state.clone(),
         tenant: principal.tenant_id.clone(),
         credential: principal.credential_id.clone(),
-        kind: principal.kind,
         model: model.clone(),
         pool: route.pool_name.clone(),
         started,
@@ -392,7 +390,6 @@ struct UsageRecord {
     state: web::Data<AppState>,
     tenant: TenantId,
     credential: String,
-    kind: crate::auth::service::CredentialKind,
     model: String,
     pool: String,
     started: Instant,
@@ -424,21 +421,17 @@ impl Drop for UsageRecord {
             .record(self.started.elapsed().as_secs_f64());
         metrics::counter!("gatehouse_tokens_total", "model" => self.model.clone(), "direction" => "in").increment(self.prompt_tokens);
         metrics::counter!("gatehouse_tokens_total", "model" => self.model.clone(), "direction" => "out").increment(self.completion_tokens);
-        let actor = match self.kind {
-            crate::auth::service::CredentialKind::Jwt => ActorKind::Client,
-            crate::auth::service::CredentialKind::ApiKey => ActorKind::ApiKey,
-        };
-        let event = AuditEvent::new(actor, "usage.record", if self.status < 400 { AuditOutcome::Success } else { AuditOutcome::Failure })
-            .tenant(&self.tenant)
-            .actor(self.credential.clone())
-            .details(json!({
-                "model": self.model,
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens,
-                "queue_wait_ms": self.queue_wait.as_millis() as u64,
-                "latency_ms": self.started.elapsed().as_millis() as u64,
-                "status": self.status,
-            }));
-        self.state.audit.record_detached(event);
+        self.state.usage.record(crate::usage::UsageEvent {
+            tenant_id: self.tenant.to_string(),
+            credential_id: self.credential.clone(),
+            model: self.model.clone(),
+            at: chrono::Utc::now(),
+            error: self.status >= 400,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            audio_ms: 0,
+            queue_wait_ms: self.queue_wait.as_millis() as u64,
+            latency_ms: self.started.elapsed().as_millis() as u64,
+        });
     }
 }

@@ -199,7 +199,11 @@ async fn a_worker_dying_mid_stream_ends_the_stream_with_an_error_event() {
     let events = data_events(&r.text().await.unwrap());
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "upstream_error");
-    app.state.audit.flush().await;
+    // The request is metered (as an error) with what was seen.
+    app.state.usage.flush().await;
+    use gatehouse::db::schema::usage_rollups as u;
+    let (requests, errors): (i64, i64) = u::table.select((u::requests, u::errors)).first(&mut app.db.conn()).unwrap();
+    assert_eq!((requests, errors), (1, 1));
 }
 
 #[actix_web::test]
@@ -248,7 +252,7 @@ async fn a_full_queue_answers_429_queue_full() {
     assert_eq!(results.iter().filter(|r| r.0 == 200).count(), 5);
 }
 
-use diesel::{ExpressionMethods, RunQueryDsl};
+use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
 
 #[actix_web::test]
 async fn metrics_describe_queues_workers_latency_and_tokens() {
@@ -272,4 +276,29 @@ async fn metrics_describe_queues_workers_latency_and_tokens() {
     assert!(ok, "{}", app.get("/metrics").await.text().await.unwrap());
     let r = app.get("/metrics").await;
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+}
+
+#[actix_web::test]
+async fn usage_is_rolled_up_per_minute_and_flushed_on_graceful_shutdown() {
+    use gatehouse::db::schema::usage_rollups as u;
+    let (port, _s) = simulator(|_| {});
+    let (mut app, key) = gateway(&[port], 5000, |_| {}).await;
+    let mut completion_tokens = 0;
+    for _ in 0..3 {
+        let body: Value = post(&app, &key, &chat(false, false)).await.json().await.unwrap();
+        completion_tokens += body["usage"]["completion_tokens"].as_i64().unwrap();
+    }
+    let r = post(&app, &key, &chat(true, true)).await;
+    let events = data_events(&r.text().await.unwrap());
+    let usage: Value = events.iter().filter_map(|e| serde_json::from_str::<Value>(e).ok()).find(|c| c["usage"].is_object()).unwrap();
+    completion_tokens += usage["usage"]["completion_tokens"].as_i64().unwrap();
+    // Shut down gracefully right away: pending usage is written, not lost.
+    app.stop().await.unwrap();
+    let rows: Vec<(String, i64, i64, i64)> =
+        u::table.select((u::model, u::requests, u::prompt_tokens, u::completion_tokens)).load(&mut app.db.conn()).unwrap();
+    let requests: i64 = rows.iter().map(|r| r.1).sum();
+    let completion: i64 = rows.iter().map(|r| r.3).sum();
+    assert_eq!(requests, 4, "{rows:?}");
+    assert_eq!(completion, completion_tokens, "to the token");
+    assert!(rows.iter().all(|r| r.0 == MODEL && r.2 > 0));
 }
