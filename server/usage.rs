@@ -43,6 +43,18 @@ struct Totals {
     latency_ms_sum: i64,
 }
 
+impl std::ops::AddAssign for Totals {
+    fn add_assign(&mut self, o: Totals) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.prompt_tokens += o.prompt_tokens;
+        self.completion_tokens += o.completion_tokens;
+        self.audio_ms += o.audio_ms;
+        self.queue_wait_ms_sum += o.queue_wait_ms_sum;
+        self.latency_ms_sum += o.latency_ms_sum;
+    }
+}
+
 type Key = (DateTime<Utc>, String, String, String);
 
 enum Command {
@@ -104,14 +116,15 @@ async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Command>) {
 
 fn add(pending: &mut HashMap<Key, Totals>, e: UsageEvent) {
     let minute = e.at.duration_trunc(chrono::Duration::minutes(1)).unwrap_or(e.at);
-    let t = pending.entry((minute, e.tenant_id, e.credential_id, e.model)).or_default();
-    t.requests += 1;
-    t.errors += i64::from(e.error);
-    t.prompt_tokens += e.prompt_tokens as i64;
-    t.completion_tokens += e.completion_tokens as i64;
-    t.audio_ms += e.audio_ms as i64;
-    t.queue_wait_ms_sum += e.queue_wait_ms as i64;
-    t.latency_ms_sum += e.latency_ms as i64;
+    *pending.entry((minute, e.tenant_id, e.credential_id, e.model)).or_default() += Totals {
+        requests: 1,
+        errors: i64::from(e.error),
+        prompt_tokens: e.prompt_tokens as i64,
+        completion_tokens: e.completion_tokens as i64,
+        audio_ms: e.audio_ms as i64,
+        queue_wait_ms_sum: e.queue_wait_ms as i64,
+        latency_ms_sum: e.latency_ms as i64,
+    };
 }
 
 /// One multi-row upsert for everything pending; kept for the next interval if it fails.
@@ -161,14 +174,7 @@ async fn write(db: &Db, pending: &mut HashMap<Key, Totals>) {
     if let Err(e) = result {
         tracing::warn!(error = %e, rows = batch.len(), "usage not written; will retry");
         for (k, t) in batch {
-            let slot = pending.entry(k).or_default();
-            slot.requests += t.requests;
-            slot.errors += t.errors;
-            slot.prompt_tokens += t.prompt_tokens;
-            slot.completion_tokens += t.completion_tokens;
-            slot.audio_ms += t.audio_ms;
-            slot.queue_wait_ms_sum += t.queue_wait_ms_sum;
-            slot.latency_ms_sum += t.latency_ms_sum;
+            *pending.entry(k).or_default() += t;
         }
     }
 }

@@ -54,6 +54,19 @@ pub async fn add_worker(
     Ok(HttpResponse::Created().json(worker))
 }
 
+async fn set_state(
+    manager: Manager,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: String,
+    to: &'static str,
+) -> Result<HttpResponse, ApiError> {
+    manager.require_operator()?;
+    let actor = actor(&manager, &state, &req);
+    let worker = state.db.run(move |conn| Ok(svc::set_worker_state(conn, &id, to, &actor))).await??;
+    Ok(HttpResponse::Ok().json(worker))
+}
+
 /// The worker finishes what it is doing and takes no new work.
 #[utoipa::path(post, path = "/api/v1/workers/{worker_id}/drain", tag = "pools", responses((status = 200, body = WorkerResponse), (status = 403), (status = 404)))]
 pub async fn drain_worker(
@@ -62,10 +75,7 @@ pub async fn drain_worker(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    manager.require_operator()?;
-    let actor = actor(&manager, &state, &req);
-    let worker = state.db.run(move |conn| Ok(svc::set_worker_state(conn, &path, "draining", &actor))).await??;
-    Ok(HttpResponse::Ok().json(worker))
+    set_state(manager, state, req, path.into_inner(), "draining").await
 }
 
 #[utoipa::path(delete, path = "/api/v1/workers/{worker_id}", tag = "pools", responses((status = 200, body = WorkerResponse), (status = 403), (status = 404)))]
@@ -75,8 +85,5 @@ pub async fn remove_worker(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    manager.require_operator()?;
-    let actor = actor(&manager, &state, &req);
-    let worker = state.db.run(move |conn| Ok(svc::set_worker_state(conn, &path, "removed", &actor))).await??;
-    Ok(HttpResponse::Ok().json(worker))
+    set_state(manager, state, req, path.into_inner(), "removed").await
 }
