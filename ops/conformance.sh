@@ -113,8 +113,17 @@ out=$(gh client create --tenant t1 --name NOSCOPE --scopes "chat:completions" --
 CID_NOSCOPE=$(field client_id <<<"$out"); CS_NOSCOPE=$(field client_secret <<<"$out")
 out=$(gh api-key create --tenant t1 --name K --scopes "models:read chat:completions" --json)
 KEY=$(field key <<<"$out")
+# Limits and quotas (issue: rate limits): T3 may run one request at a time; T4 may make one request a day.
+gh plan create --name serial --concurrent-requests 1 --json >/dev/null
+gh plan create --name one-a-day --daily-request-quota 1 --json >/dev/null
+gh tenant create --name T3 --plan serial --json >/dev/null
+gh tenant create --name T4 --plan one-a-day --json >/dev/null
+out=$(gh api-key create --tenant t3 --name SERIAL --scopes "models:read chat:completions" --json)
+KEY_SERIAL=$(field key <<<"$out")
+out=$(gh api-key create --tenant t4 --name QUOTA --scopes "models:read chat:completions" --json)
+KEY_QUOTA=$(field key <<<"$out")
 unset out
-export CID_A CS_A CID_B CS_B CID_NOSCOPE CS_NOSCOPE KEY
+export CID_A CS_A CID_B CS_B CID_NOSCOPE CS_NOSCOPE KEY KEY_SERIAL KEY_QUOTA
 
 # --- worker simulators and their pools -----------------------------------------------------------
 # wait_healthy URL PID NAME: polls URL until it answers 200 (at most 20 s), failing if PID exits.

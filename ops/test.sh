@@ -73,3 +73,6 @@ if [ ! -x .venv-conf/bin/python ]; then
   rm -rf "$venv_probe"
 fi
 bash ops/conformance.sh
+
+step "aligner reference worker: contract tests against a fake model (ops/workers/aligner)"
+bash ops/workers/aligner/test.sh

@@ -71,6 +71,8 @@ pub struct Config {
     pub log: LogConfig,
     pub retention: RetentionConfig,
     pub auth: AuthConfig,
+    pub usage: UsageConfig,
+    pub redis: RedisConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -178,6 +180,56 @@ pub struct RetentionConfig {
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig { usage_months: 13, audit_months: 13, partitions_ahead_months: 3 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Milliseconds between two usage writes: at most one multi-row upsert per interval per
+    /// instance, whatever the request rate. A crash loses at most one interval.
+    pub flush_interval_ms: u64,
+    /// Also write one lean row per request to `usage_events` (off by default).
+    pub events: bool,
+    /// Seconds between two reloads of each tenant's quota totals from the database, which brings
+    /// in other instances' usage when Redis is not configured.
+    pub quota_refresh_s: u64,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig { flush_interval_ms: 1000, events: false, quota_refresh_s: 30 }
+    }
+}
+
+/// What `/v1` does when Redis is configured but cannot be reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisFailure {
+    /// Enforce the limits in this instance alone until Redis answers again.
+    #[default]
+    Local,
+    /// Refuse `/v1` requests with 503 until Redis answers again.
+    Closed,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; empty = limits are enforced per instance, in memory.
+    pub url: Secret,
+    /// Prefix of every key Gatehouse writes, so instances of one deployment share counters and
+    /// two deployments can share a Redis.
+    pub key_prefix: String,
+    /// Milliseconds one limiter round trip may take before the failure policy applies.
+    pub timeout_ms: u64,
+    /// `local` (fail open to per-instance limits) or `closed` (503).
+    pub on_error: RedisFailure,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { url: Secret::default(), key_prefix: "gatehouse".into(), timeout_ms: 250, on_error: RedisFailure::Local }
     }
 }
 
@@ -334,6 +386,23 @@ impl Config {
         }
         if r.partitions_ahead_months == 0 || r.partitions_ahead_months > 24 {
             return Err(ConfigError::invalid("retention.partitions_ahead_months", "must be between 1 and 24"));
+        }
+        if !(10..=60_000).contains(&self.usage.flush_interval_ms) {
+            return Err(ConfigError::invalid("usage.flush_interval_ms", "must be between 10 and 60000"));
+        }
+        if !(1..=3600).contains(&self.usage.quota_refresh_s) {
+            return Err(ConfigError::invalid("usage.quota_refresh_s", "must be between 1 and 3600"));
+        }
+        let redis = &self.redis;
+        let url = redis.url.expose();
+        if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("unix://")) {
+            return Err(ConfigError::invalid("redis.url", "must start with redis:// or unix://"));
+        }
+        if redis.key_prefix.is_empty() || redis.key_prefix.len() > 64 || redis.key_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid("redis.key_prefix", "must be 1 to 64 characters without spaces"));
+        }
+        if !(1..=10_000).contains(&redis.timeout_ms) {
+            return Err(ConfigError::invalid("redis.timeout_ms", "must be between 1 and 10000"));
         }
         for cidr in &self.server.trusted_proxies {
             if crate::domain::parse_cidr(cidr).is_none() {

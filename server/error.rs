@@ -164,6 +164,10 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Bearer(BearerError::Unavailable)) {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("2")));
         }
+        if let ApiError::RateLimited { code: "quota_exceeded", .. } = self {
+            // OpenAI SDKs honour this: waiting does not help until the period ends.
+            response.insert_header((header::HeaderName::from_static("x-should-retry"), HeaderValue::from_static("false")));
+        }
         if let ApiError::RateLimited { retry_after, .. } | ApiError::Unavailable { retry_after, .. } = self {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {

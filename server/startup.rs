@@ -83,8 +83,22 @@ impl Application {
             tracing::warn!(error = %e, "worker pools not loaded yet");
         }
         let policies = moka::future::Cache::builder().max_capacity(100_000).time_to_live(POLICY_TTL).build();
-        let usage = crate::usage::UsageSink::start(db.clone());
-        let state = web::Data::new(AppState { db, config: config.clone(), auth, audit, trusted_proxies, gateway, http, policies, usage });
+        let usage = crate::usage::QuotaAccountant::start(db.clone(), &config.usage);
+        let limiter = crate::limits::RateLimiter::new(&config.redis).await?;
+        let credential_limits = moka::future::Cache::builder().max_capacity(100_000).time_to_live(POLICY_TTL).build();
+        let state = web::Data::new(AppState {
+            db,
+            config: config.clone(),
+            auth,
+            audit,
+            trusted_proxies,
+            gateway,
+            http,
+            policies,
+            usage,
+            limiter,
+            credential_limits,
+        });
         let tls = config.tls.enabled();
         let max_body = config.server.max_body_bytes;
 

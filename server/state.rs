@@ -22,8 +22,11 @@ pub struct AppState {
     /// Outbound HTTP to workers (rustls, system CA roots).
     pub http: reqwest::Client,
     /// Per-tenant request policy (plan limits), cached ≤ 5 s so plan changes apply without restart.
-    pub policies: moka::future::Cache<String, Arc<crate::routes::completions::TenantPolicy>>,
-    pub usage: crate::usage::UsageSink,
+    pub policies: moka::future::Cache<String, Arc<crate::policy::TenantPolicy>>,
+    pub usage: crate::usage::QuotaAccountant,
+    pub limiter: crate::limits::RateLimiter,
+    /// Per-credential limit overrides, cached ≤ 5 s like the plan.
+    pub credential_limits: moka::future::Cache<String, crate::limits::Limits>,
 }
 
 impl AppState {

@@ -4,6 +4,7 @@
 
 pub mod credentials;
 pub mod operator;
+pub mod plans;
 pub mod pools;
 pub mod tenant;
 
@@ -84,6 +85,16 @@ pub enum Command {
         #[command(subcommand)]
         command: pools::WorkerCommand,
     },
+    /// Manage plans: limits, quotas, scheduling weight, allowed models.
+    Plan {
+        #[command(subcommand)]
+        command: plans::PlanCommand,
+    },
+    /// Export data (usage for billing).
+    Export {
+        #[command(subcommand)]
+        command: plans::ExportCommand,
+    },
     /// Run a worker SIMULATOR (OpenAI-compatible, vLLM-like) for development, tests and benchmarks.
     SimulateWorker(crate::workers::simulator::SimulatorConfig),
 }
@@ -152,6 +163,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::SimulateWorker(sim) => simulate_worker(sim),
         Command::Pool { command } => pools::run_pool(&config, command),
         Command::Worker { command } => pools::run_worker(&config, command),
+        Command::Plan { command } => plans::run_plan(&config, command),
+        Command::Export { command } => plans::run_export(&config, command),
     }
 }
 

@@ -52,6 +52,8 @@ pub struct TenantView {
     pub status: String,
     pub time_zone: String,
     pub plan: String,
+    /// Regular expressions refused in prompts (case-insensitive).
+    pub prompt_deny_patterns: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub disabled_at: Option<DateTime<Utc>>,
 }
@@ -65,6 +67,7 @@ impl TenantView {
             status: t.status,
             time_zone: t.time_zone,
             plan,
+            prompt_deny_patterns: t.prompt_deny_patterns,
             created_at: t.created_at,
             disabled_at: t.disabled_at,
         }

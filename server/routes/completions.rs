@@ -5,7 +5,6 @@
 //! disconnects drops the relay, which cancels the upstream request and returns the slot. Every
 //! finished request yields a usage record, rolled up per minute by the `UsageSink`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
@@ -15,12 +14,13 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::actors::inference_queue::{Grant, Outcome, QueueError};
-use crate::db::{plans, tenants};
 use crate::domain::{CHAT_COMPLETIONS, TenantId};
 use crate::error::ApiError;
 use crate::extract::Principal;
+use crate::limits::{Admission, CounterState, Demand};
 use crate::scheduler::Priority;
 use crate::state::AppState;
+use crate::usage::{Amounts, QuotaHold};
 
 /// Time allowed for a worker's whole answer (non-streaming) or between stream chunks.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(300);
@@ -40,59 +40,26 @@ impl Endpoint {
     }
 }
 
-/// What the tenant's plan allows, cached per tenant for at most 5 s.
-#[derive(Debug, Clone)]
-pub struct TenantPolicy {
-    pub allowed_models: Vec<String>,
-    pub weight: u32,
-    pub max_tokens_cap: Option<u32>,
-    pub default_max_tokens: u32,
-    pub max_prompt_chars: Option<usize>,
-}
-
-impl TenantPolicy {
-    pub fn allows(&self, model: &str) -> bool {
-        self.allowed_models.iter().any(|m| m == "*" || m == model)
-    }
-}
-
-pub async fn policy(state: &AppState, tenant: &TenantId) -> Result<Arc<TenantPolicy>, ApiError> {
-    let db = state.db.clone();
-    let id = tenant.clone();
-    state
-        .policies
-        .try_get_with(tenant.to_string(), async move {
-            db.run(move |conn| {
-                let t = tenants::find(conn, &id)?;
-                let plan = plans::find(conn, &tenants::plan_id_of(&t))?;
-                Ok(Arc::new(TenantPolicy {
-                    allowed_models: plan.allowed_models,
-                    weight: plan.queue_weight.max(1) as u32,
-                    max_tokens_cap: plan.max_tokens_cap.map(|v| v.max(1) as u32),
-                    default_max_tokens: plan.default_max_tokens.unwrap_or(256).max(1) as u32,
-                    max_prompt_chars: plan.max_prompt_chars.map(|v| v.max(1) as usize),
-                }))
-            })
-            .await
-        })
-        .await
-        .map_err(|e: Arc<crate::db::DbError>| ApiError::Unavailable {
-            message: format!("policy unavailable: {e}"),
-            retry_after: Duration::from_secs(2),
-        })
-}
-
 fn invalid(param: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::BadRequest { code: "invalid_request", message: message.into(), param: Some(param) }
 }
 
-/// Characters of prompt text (messages' contents, or the prompt).
-fn prompt_chars(v: &Value) -> usize {
+/// The prompt's text (messages' contents, or the prompt), parts separated by newlines.
+fn prompt_text(v: &Value, out: &mut String) {
     match v {
-        Value::String(s) => s.chars().count(),
-        Value::Array(items) => items.iter().map(prompt_chars).sum(),
-        Value::Object(map) => map.get("content").or_else(|| map.get("text")).map_or(0, prompt_chars),
-        _ => 0,
+        Value::String(s) => {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(s);
+        }
+        Value::Array(items) => items.iter().for_each(|i| prompt_text(i, out)),
+        Value::Object(map) => {
+            if let Some(c) = map.get("content").or_else(|| map.get("text")) {
+                prompt_text(c, out);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -100,16 +67,20 @@ pub async fn post_chat_completions(
     principal: Principal,
     state: web::Data<AppState>,
     body: Result<web::Bytes, actix_web::Error>,
-) -> Result<HttpResponse, ApiError> {
-    proxy(Endpoint::Chat, principal, state, body).await
+) -> HttpResponse {
+    let mut states = Vec::new();
+    let result = proxy(Endpoint::Chat, principal, state, body, &mut states).await;
+    crate::limits::respond(result, &states)
 }
 
 pub async fn post_completions(
     principal: Principal,
     state: web::Data<AppState>,
     body: Result<web::Bytes, actix_web::Error>,
-) -> Result<HttpResponse, ApiError> {
-    proxy(Endpoint::Text, principal, state, body).await
+) -> HttpResponse {
+    let mut states = Vec::new();
+    let result = proxy(Endpoint::Text, principal, state, body, &mut states).await;
+    crate::limits::respond(result, &states)
 }
 
 async fn proxy(
@@ -117,6 +88,7 @@ async fn proxy(
     principal: Principal,
     state: web::Data<AppState>,
     body: Result<web::Bytes, actix_web::Error>,
+    limit_states: &mut Vec<CounterState>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(CHAT_COMPLETIONS)?;
     let started = Instant::now();
@@ -134,9 +106,11 @@ async fn proxy(
             obj.get("prompt").filter(|p| p.is_string() || p.is_array()).ok_or_else(|| invalid("prompt", "`prompt` is required"))?
         }
     };
-    let chars = prompt_chars(prompt);
+    let mut text = String::new();
+    prompt_text(prompt, &mut text);
+    let chars = text.chars().count();
 
-    let policy = policy(&state, &principal.tenant_id).await?;
+    let policy = crate::policy::tenant_policy(&state, &principal.tenant_id).await?;
     let not_found = || ApiError::NotFound(format!("The model `{model}` does not exist or you do not have access to it."));
     let route = state.gateway.route(&model).filter(|_| policy.allows(&model)).ok_or_else(not_found)?;
     if let Some(limit) = policy.max_prompt_chars {
@@ -164,13 +138,31 @@ async fn proxy(
             n as u32
         }
     };
+    if let Some(pattern) = policy.denied(&text) {
+        tracing::info!(pattern = %pattern, "prompt refused by a tenant deny pattern");
+        return Err(ApiError::BadRequest {
+            code: "prompt_denied",
+            message: "the prompt contains content this tenant's policy does not allow".into(),
+            param: Some(if endpoint == Endpoint::Chat { "messages" } else { "prompt" }),
+        });
+    }
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let client_wants_usage = obj.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     if stream {
         obj.insert("stream_options".into(), json!({ "include_usage": true }));
     }
     let payload = Bytes::from(serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.into()))?);
-    let cost = (chars / 4 + max_tokens as usize) as f64;
+    let estimate = (chars / 4 + max_tokens as usize) as u64;
+    let cost = estimate as f64;
+
+    // Rate limits, then quotas: both reserve the estimate; the usage record reconciles them.
+    let subject = crate::policy::subject(&state, &principal, &policy).await?;
+    let admission = state.limiter.admit_recording(&subject, Demand { tokens: estimate, audio_seconds: 0 }, limit_states).await?;
+    let quota = state
+        .usage
+        .reserve(principal.tenant_id.as_str(), &policy.quotas, Amounts { requests: 1, tokens: estimate as i64, audio_ms: 0 })
+        .await
+        .map_err(quota_error)?;
 
     let mut usage = UsageRecord {
         state: state.clone(),
@@ -184,6 +176,10 @@ async fn proxy(
         completion_tokens: 0,
         status: 0,
         recorded: false,
+        usage_reported: false,
+        reached_worker: false,
+        admission: Some(admission),
+        _quota: quota,
     };
     // One retry on another worker, only for connect errors (nothing reached the client yet).
     let mut attempts = 0;
@@ -204,7 +200,10 @@ async fn proxy(
             req = req.timeout(UPSTREAM_TIMEOUT);
         }
         match req.send().await {
-            Ok(resp) => break (grant, resp),
+            Ok(resp) => {
+                usage.reached_worker = true;
+                break (grant, resp);
+            }
             Err(e) if e.is_connect() && attempts < 2 => {
                 upstream_error(&route.pool_name, "connect");
                 tracing::warn!(worker.id = %grant.worker_id, error = %e, "worker unreachable; retrying on another worker");
@@ -267,6 +266,10 @@ async fn proxy(
         .streaming(futures_util::stream::unfold(relay, |mut relay| async move {
             relay.next_chunk().await.map(|c| (Ok::<_, actix_web::Error>(c), relay))
         })))
+}
+
+fn quota_error(e: crate::usage::QuotaExceeded) -> ApiError {
+    ApiError::RateLimited { message: e.message, retry_after: crate::limits::MAX_RETRY_AFTER, code: "quota_exceeded" }
 }
 
 fn upstream_error(pool: &str, kind: &'static str) {
@@ -398,10 +401,18 @@ struct UsageRecord {
     completion_tokens: u64,
     status: u16,
     recorded: bool,
+    /// The worker reported usage (the reservation can be reconciled to it).
+    usage_reported: bool,
+    /// The request reached a worker (it may have cost tokens even without a report).
+    reached_worker: bool,
+    admission: Option<Admission>,
+    /// Dropped after the usage is recorded, so the reservation is held until then.
+    _quota: Option<QuotaHold>,
 }
 
 impl UsageRecord {
     fn take(&mut self, usage: &Value) {
+        self.usage_reported |= usage.is_object();
         if let Some(p) = usage.get("prompt_tokens").and_then(Value::as_u64) {
             self.prompt_tokens = p;
         }
@@ -413,6 +424,15 @@ impl UsageRecord {
 
 impl Drop for UsageRecord {
     fn drop(&mut self) {
+        if let Some(admission) = self.admission.as_mut() {
+            // Reconcile to what the worker reported; nothing was spent when no worker was
+            // reached; otherwise (cut off before the usage chunk) keep the reservation.
+            if self.usage_reported {
+                admission.reconcile(Demand { tokens: self.prompt_tokens + self.completion_tokens, audio_seconds: 0 });
+            } else if !self.reached_worker {
+                admission.reconcile(Demand::default());
+            }
+        }
         if self.recorded || self.status == 0 {
             return;
         }
@@ -426,7 +446,7 @@ impl Drop for UsageRecord {
             credential_id: self.credential.clone(),
             model: self.model.clone(),
             at: chrono::Utc::now(),
-            error: self.status >= 400,
+            status: self.status,
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
             audio_ms: 0,

@@ -4,7 +4,7 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use crate::db::{plans, tenants, workers};
+use crate::db::workers;
 use crate::domain::MODELS_READ;
 use crate::error::ApiError;
 use crate::extract::Principal;
@@ -17,21 +17,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// `GET /v1/models`: the models this credential's plan allows, in OpenAI's list shape.
-pub async fn list_models(principal: Principal, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list_models(principal: Principal, state: web::Data<AppState>) -> HttpResponse {
+    let mut states = Vec::new();
+    let result = models(principal, state, &mut states).await;
+    crate::limits::respond(result, &states)
+}
+
+async fn models(
+    principal: Principal,
+    state: web::Data<AppState>,
+    limit_states: &mut Vec<crate::limits::CounterState>,
+) -> Result<HttpResponse, ApiError> {
     principal.require(MODELS_READ)?;
-    let tenant = principal.tenant_id.clone();
-    let models = state
-        .db
-        .run(move |conn| {
-            let t = tenants::find(conn, &tenant)?;
-            let plan = plans::find(conn, &tenants::plan_id_of(&t))?;
-            let served = workers::list_models(conn)?;
-            let allow_all = plan.allowed_models.iter().any(|m| m == "*");
-            Ok(served.into_iter().filter(|(model, _)| allow_all || plan.allowed_models.contains(model)).collect::<Vec<_>>())
-        })
-        .await?;
+    // A listing counts as one request against the per-minute and concurrency limits.
+    let policy = crate::policy::tenant_policy(&state, &principal.tenant_id).await?;
+    let subject = crate::policy::subject(&state, &principal, &policy).await?;
+    let _admission = state.limiter.admit_recording(&subject, crate::limits::Demand::default(), limit_states).await?;
+    let served = state.db.run(|conn| Ok(workers::list_models(conn)?)).await?;
+    let models = served.into_iter().filter(|(model, _)| policy.allows(model));
     let data: Vec<_> = models
-        .into_iter()
         .map(|(id, created)| json!({ "id": id, "object": "model", "created": created.timestamp(), "owned_by": "gatehouse" }))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "object": "list", "data": data })))

@@ -6,6 +6,8 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod clients;
+pub mod limits;
+pub mod plans;
 pub mod tenants;
 pub mod workers;
 

@@ -22,6 +22,76 @@ pub struct CreateTenantRequest {
     pub plan: Option<String>,
 }
 
+/// Fields to change; omitted fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenantRequest {
+    /// Plan name (operators only).
+    pub plan: Option<String>,
+    /// IANA time zone for quota periods (operators only).
+    pub time_zone: Option<String>,
+    /// Regular expressions (case-insensitive) refused in prompts with 400 `prompt_denied`;
+    /// replaces the list. At most 100 patterns of at most 500 characters.
+    pub prompt_deny_patterns: Option<Vec<String>>,
+}
+
+impl UpdateTenantRequest {
+    pub fn needs_operator(&self) -> bool {
+        self.plan.is_some() || self.time_zone.is_some()
+    }
+}
+
+pub fn update(conn: &mut PgConnection, id: &TenantId, req: &UpdateTenantRequest, actor: &Actor) -> Result<TenantView, ServiceError> {
+    use crate::db::schema::tenants as t;
+    use diesel::prelude::*;
+    let plan = match &req.plan {
+        Some(name) => Some(plans::find_by_name(conn, name).map_err(|e| match e {
+            diesel::result::Error::NotFound => ServiceError::invalid("plan", format!("no plan named `{name}`")),
+            other => other.into(),
+        })?),
+        None => None,
+    };
+    let tz = match &req.time_zone {
+        Some(z) => Some(TimeZone::parse(z).map_err(|e| ServiceError::invalid("time_zone", e.to_string()))?),
+        None => None,
+    };
+    if let Some(patterns) = &req.prompt_deny_patterns {
+        if patterns.len() > 100 {
+            return Err(ServiceError::invalid("prompt_deny_patterns", "at most 100 patterns"));
+        }
+        for p in patterns {
+            if p.is_empty() || p.len() > 500 {
+                return Err(ServiceError::invalid("prompt_deny_patterns", "each pattern must be 1 to 500 characters"));
+            }
+            regex::RegexBuilder::new(p)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| ServiceError::invalid("prompt_deny_patterns", format!("`{p}` is not a valid regular expression: {e}")))?;
+        }
+    }
+    conn.transaction(|conn| {
+        let target = t::table.find(id.as_str());
+        if let Some(plan) = &plan {
+            diesel::update(target).set(t::plan_id.eq(&plan.id)).execute(conn)?;
+        }
+        if let Some(tz) = &tz {
+            diesel::update(target).set(t::time_zone.eq(tz.name())).execute(conn)?;
+        }
+        if let Some(patterns) = &req.prompt_deny_patterns {
+            diesel::update(target).set(t::prompt_deny_patterns.eq(patterns)).execute(conn)?;
+        }
+        let n = diesel::update(target).set(t::updated_at.eq(diesel::dsl::now)).execute(conn)?;
+        if n == 0 {
+            return Err(ServiceError::NotFound("tenant not found".into()));
+        }
+        audit::insert(
+            conn,
+            &actor.event("tenant.update").tenant(id).target("tenant", id.as_str()).details(serde_json::to_value(req).unwrap_or_default()),
+        )?;
+        Ok(tenants::find_view(conn, id)?)
+    })
+}
+
 pub fn create(conn: &mut PgConnection, req: &CreateTenantRequest, actor: &Actor) -> Result<TenantView, ServiceError> {
     let name = validate_tenant_name(&req.name).map_err(|e| ServiceError::invalid("name", e.to_string()))?;
     let slug = match &req.slug {

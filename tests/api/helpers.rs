@@ -110,6 +110,8 @@ fn build_template(name: &str) {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// The handle that drops the database; aliases (`share`) do not.
+    owned: bool,
 }
 
 impl TestDb {
@@ -143,7 +145,17 @@ impl TestDb {
                 Err(e) => panic!("cannot create test database: {e}"),
             }
         }
-        TestDb { url: url_for(&name), name }
+        TestDb { url: url_for(&name), name, owned: true }
+    }
+
+    /// A database this test did not create (never dropped).
+    pub fn external(url: String) -> TestDb {
+        TestDb { name: String::new(), url, owned: false }
+    }
+
+    /// Another handle on the same database, for a second instance (dropping it keeps the database).
+    pub fn share(&self) -> TestDb {
+        TestDb { name: self.name.clone(), url: self.url.clone(), owned: false }
     }
 
     pub fn conn(&self) -> PgConnection {
@@ -153,6 +165,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Ok(mut admin) = PgConnection::establish(&admin_url()) {
             let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         }

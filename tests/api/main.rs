@@ -11,6 +11,7 @@ mod gateway;
 mod health;
 mod helpers;
 mod inference_queue;
+mod limits;
 mod logs;
 mod management;
 mod migrations;

@@ -318,7 +318,7 @@ async fn revocations_reach_another_instance_within_five_seconds() {
     // Instances behind one load balancer share the issuer (and database).
     let shared_issuer = |c: &mut gatehouse::config::Config| c.auth.issuer = "https://gatehouse.test".into();
     let first = TestApp::spawn_on(db, shared_issuer).await;
-    let second_db = TestDb { name: "not_owned_by_this_test".into(), url: first.db.url.clone() };
+    let second_db = first.db.share();
     let second = TestApp::spawn_on(second_db, shared_issuer).await;
     let token = first.access_token(&cid, &cs, None).await;
     assert_eq!(second.get_with("/v1/models", &token).await.status(), 200);

@@ -33,7 +33,7 @@ async fn select_one(app: &TestApp) -> Result<i32, DbError> {
 #[actix_web::test]
 async fn readiness_follows_the_database_going_away_and_coming_back() {
     let (_dir, mut cluster, url) = private_cluster();
-    let db = TestDb { name: "unused_never_created".into(), url };
+    let db = TestDb::external(url);
     let app = TestApp::spawn_on(db, |c| c.database.checkout_timeout_ms = 500).await;
     assert_eq!(app.get("/readyz").await.status(), 200);
     assert_eq!(select_one(&app).await.unwrap(), 1);

@@ -12,6 +12,7 @@ with a JWT access token of client A (client-credentials grant) and with API key 
 
 import os
 import threading
+import time
 
 import httpx
 import openai
@@ -189,8 +190,8 @@ def test_queue_full_is_rate_limit_error(credential):
     succeeded = [o for o in outcomes if isinstance(o, openai.types.chat.ChatCompletion)]
     others = [o for o in outcomes if not isinstance(o, (openai.RateLimitError, openai.types.chat.ChatCompletion))]
     assert not others, f"unexpected outcomes: {others!r}"
-    assert limited, f"no RateLimitError among {outcomes!r}"
-    assert succeeded, f"nothing succeeded among {outcomes!r}"
+    assert len(limited) == 1, f"expected exactly one RateLimitError among {outcomes!r}"
+    assert len(succeeded) == 2, f"expected two successes among {outcomes!r}"
     for r in succeeded:
         assert r.choices[0].message.content.startswith(SIMULATED), r
     for e in limited:
@@ -200,3 +201,57 @@ def test_queue_full_is_rate_limit_error(credential):
         assert retry_after.isdigit() and int(retry_after) >= 1, retry_after
         assert e.code == "queue_full", (e.code, e.body)
         assert isinstance(e.body, dict) and e.body.get("code") == "queue_full", e.body
+
+
+# --- rate limits and quotas ----------------------------------------------------------------------
+
+
+def _counting_client(key, max_retries):
+    """An SDK client whose every HTTP attempt is timestamped (the SDK's retries included)."""
+    attempts = []
+
+    def record(request):
+        attempts.append(time.monotonic())
+
+    http = httpx.Client(event_hooks={"request": [record]}, timeout=60)
+    return openai.OpenAI(api_key=key, base_url=f"{AS}/v1", max_retries=max_retries, http_client=http), attempts
+
+
+def test_rate_limit_error_carries_retry_after_and_the_sdk_honours_it():
+    """Tenant T3's plan allows one request at a time. While a slow request holds the slot, a second
+    one is 429 rate_limit_exceeded with Retry-After; the SDK waits that long, retries, and succeeds
+    once the slot is free."""
+    key = os.environ["KEY_SERIAL"]
+    holder = threading.Thread(
+        target=lambda: client(key, max_retries=0, timeout=60).chat.completions.create(model=SLOW_MODEL, messages=MESSAGES, max_tokens=2)
+    )
+    holder.start()
+    time.sleep(0.5)
+    bare = client(key, max_retries=0)
+    with pytest.raises(openai.RateLimitError) as e:
+        bare.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2)
+    assert e.value.code == "rate_limit_exceeded", e.value.body
+    retry_after = int(e.value.response.headers["retry-after"])
+    assert 1 <= retry_after <= 120, retry_after
+
+    sdk, attempts = _counting_client(key, max_retries=8)
+    r = sdk.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2)
+    holder.join(timeout=60)
+    assert r.choices[0].message.content.startswith(SIMULATED), r
+    assert len(attempts) >= 2, attempts
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    # Each retry waited the server's Retry-After (1 s for a concurrency limit), not the SDK's own
+    # 0.5 s first backoff.
+    assert all(g >= retry_after * 0.9 for g in gaps), gaps
+
+
+def test_quota_exceeded_is_not_retried():
+    """Tenant T4's plan allows one request a day: the second is 429 quota_exceeded with
+    x-should-retry: false, and the SDK raises at once instead of retrying."""
+    sdk, attempts = _counting_client(os.environ["KEY_QUOTA"], max_retries=3)
+    sdk.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2)
+    with pytest.raises(openai.RateLimitError) as e:
+        sdk.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2)
+    assert e.value.code == "quota_exceeded", e.value.body
+    assert e.value.response.headers["x-should-retry"] == "false"
+    assert len(attempts) == 2, f"the SDK retried a quota_exceeded: {len(attempts)} attempts"

@@ -6,9 +6,11 @@
 pub mod api_keys;
 pub mod clients;
 pub mod oauth_admin;
+pub mod plans;
 pub mod pools;
 pub mod signing_keys;
 pub mod tenants;
+pub mod usage;
 
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::middleware::DefaultHeaders;
@@ -29,7 +31,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(api_keys::configure)
             .configure(oauth_admin::configure)
             .configure(signing_keys::configure)
-            .configure(pools::configure),
+            .configure(pools::configure)
+            .configure(plans::configure)
+            .configure(usage::configure),
     );
 }
 
@@ -57,7 +61,7 @@ impl utoipa::Modify for SecurityAddon {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Gatehouse management API", description = "Tenants, OAuth2 clients, API keys, revocation and signing keys."),
+    info(title = "Gatehouse management API", description = "Tenants, plans and limits, OAuth2 clients, API keys, revocation, signing keys, worker pools, usage and billing exports."),
     paths(
         tenants::list_tenants,
         tenants::create_tenant,
@@ -84,6 +88,14 @@ impl utoipa::Modify for SecurityAddon {
         pools::add_worker,
         pools::drain_worker,
         pools::remove_worker,
+        tenants::update_tenant,
+        plans::list_plans,
+        plans::create_plan,
+        plans::replace_plan,
+        plans::set_api_key_limits,
+        plans::set_client_limits,
+        usage::get_usage,
+        usage::export_usage,
     ),
     components(schemas(
         crate::db::tenants::TenantView,
@@ -104,6 +116,11 @@ impl utoipa::Modify for SecurityAddon {
         crate::service::workers::AddWorkerRequest,
         crate::service::workers::PoolResponse,
         crate::service::workers::WorkerResponse,
+        crate::service::tenants::UpdateTenantRequest,
+        crate::service::plans::PlanSpec,
+        crate::service::plans::PlanView,
+        crate::service::plans::CredentialLimits,
+        crate::usage_report::UsageRow,
     )),
     modifiers(&SecurityAddon),
     security(("management_token" = []))

@@ -7,13 +7,14 @@ use super::actor;
 use crate::db::tenants::{self, TenantView};
 use crate::error::ApiError;
 use crate::extract::Manager;
-use crate::service::tenants::{self as svc, CreateTenantRequest};
+use crate::service::tenants::{self as svc, CreateTenantRequest, UpdateTenantRequest};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/tenants", web::get().to(list_tenants))
         .route("/tenants", web::post().to(create_tenant))
         .route("/tenants/{tenant_id}", web::get().to(get_tenant))
+        .route("/tenants/{tenant_id}", web::patch().to(update_tenant))
         .route("/tenants/{tenant_id}/disable", web::post().to(disable_tenant));
 }
 
@@ -73,5 +74,26 @@ pub async fn disable_tenant(
         other => other.into(),
     })?;
     state.auth.invalidate_all_credentials();
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Plan and time zone: operators. Prompt deny patterns: operators and the tenant's admins.
+#[utoipa::path(patch, path = "/api/v1/tenants/{tenant_id}", tag = "tenants", request_body = UpdateTenantRequest,
+    responses((status = 200, body = TenantView), (status = 403), (status = 404), (status = 422, description = "invalid field")))]
+pub async fn update_tenant(
+    manager: Manager,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<UpdateTenantRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = manager.tenant(&path)?;
+    if body.needs_operator() {
+        manager.require_operator()?;
+    }
+    let actor = actor(&manager, &state, &req);
+    let key = tenant.to_string();
+    let view = state.db.run(move |conn| Ok(svc::update(conn, &tenant, &body, &actor))).await??;
+    state.policies.invalidate(&key).await;
     Ok(HttpResponse::Ok().json(view))
 }

@@ -1,0 +1,101 @@
+//! The rate limiter on the request path: the in-memory store's admission check (target ≤ 5 µs)
+//! with a full minute's window behind it, and, when Redis answers on 127.0.0.1:6379, the shared
+//! store's admission with the number of Redis commands per admission read from
+//! `INFO commandstats` (target: one round trip). Run with `cargo bench --bench limits`.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // benchmark set-up: a failure should stop the run loudly
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gatehouse::limits::local::LocalStore;
+use gatehouse::limits::shared::RedisStore;
+use gatehouse::limits::{Demand, Limits, Subject, Verdict};
+
+fn subject() -> Subject {
+    // A tenant limit and a credential override on requests and tokens: four counters per request.
+    let limits = Limits { requests_per_minute: Some(u64::MAX / 4), tokens_per_minute: Some(u64::MAX / 4), ..Limits::default() };
+    Subject { tenant_id: "ten_bench".into(), credential_id: "key_bench".into(), tenant: limits, credential: limits }
+}
+
+fn local(c: &mut Criterion) {
+    let checks = subject().checks(Demand { tokens: 300, audio_seconds: 0 });
+    c.bench_function("limiter/local admit (4 counters, 10k entries in window)", |b| {
+        b.iter_custom(|iters| {
+            let store = LocalStore::new();
+            for i in 0..10_000 {
+                store.admit(&format!("warm{i}"), &checks);
+            }
+            let ids: Vec<String> = (0..iters).map(|i| format!("{i:032x}")).collect();
+            let start = Instant::now();
+            for id in &ids {
+                black_box(store.admit(id, black_box(&checks)));
+            }
+            start.elapsed()
+        })
+    });
+}
+
+fn redis_command_calls(conn: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn shared(c: &mut Criterion) {
+    let url = "redis://127.0.0.1:6379";
+    let Ok(mut probe) = redis::Client::open(url).and_then(|c| c.get_connection()) else {
+        eprintln!("limiter/redis: no Redis on 127.0.0.1:6379; skipped");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut config = gatehouse::config::RedisConfig::default();
+    config.url = gatehouse::config::Secret::new(url);
+    config.key_prefix = format!("gh-bench-{}", std::process::id());
+    let store = rt.block_on(RedisStore::connect(&config)).unwrap();
+    let checks = subject().checks(Demand { tokens: 300, audio_seconds: 0 });
+
+    // Commands per admission: every Redis command (the scripts' inner calls are not counted by
+    // INFO as separate client commands; EVALSHA is one).
+    let n = 2000;
+    let before = redis_command_calls(&mut probe);
+    rt.block_on(async {
+        for i in 0..n {
+            assert!(matches!(store.admit(&format!("probe{i}"), &checks).await.unwrap(), Verdict::Admitted { .. }));
+        }
+    });
+    let after = redis_command_calls(&mut probe);
+    // INFO itself is one call.
+    let per = (after - before - 1) as f64 / f64::from(n);
+    eprintln!("limiter/redis: {per:.2} Redis commands per admission ({n} admissions)");
+
+    c.bench_function("limiter/redis admit (4 counters, one EVALSHA)", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let store = &store;
+            let checks = &checks;
+            async move {
+                let start = Instant::now();
+                for i in 0..iters {
+                    black_box(store.admit(&format!("b{i}"), checks).await.unwrap());
+                }
+                start.elapsed()
+            }
+        })
+    });
+    let _: () = redis::cmd("EVAL")
+        .arg("for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end")
+        .arg(0)
+        .arg(format!("{}:*", config.key_prefix))
+        .query(&mut probe)
+        .unwrap();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5));
+    targets = local, shared
+}
+criterion_main!(benches);
