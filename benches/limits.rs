@@ -93,9 +93,71 @@ fn shared(c: &mut Criterion) {
         .unwrap();
 }
 
+/// The QuotaAccountant under 5,000 finished requests a second for 10 s (50 tenants × 4 keys ×
+/// 2 models): how many usage write statements reach PostgreSQL. Printed, not timed by criterion.
+fn usage_writes(_: &mut Criterion) {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection};
+    let admin = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("gatehouse_bench_usage_{}", std::process::id());
+    let Ok(mut admin_conn) = PgConnection::establish(&admin) else {
+        eprintln!("usage writes: no PostgreSQL at {admin}; skipped");
+        return;
+    };
+    admin_conn.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let config = gatehouse::config::Config::default();
+    let mut conn = PgConnection::establish(&url).unwrap();
+    gatehouse::db::migrations::run_pending(&mut conn).unwrap();
+    gatehouse::db::partitions::maintain(&mut conn, chrono::Utc::now(), &config.retention).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (writes, requests, rows) = rt.block_on(async {
+        let db = gatehouse::db::Db::new(&url, &config.database);
+        let accountant = gatehouse::usage::QuotaAccountant::start(db, &config.usage);
+        let start = tokio::time::Instant::now();
+        let mut sent = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while start.elapsed() < Duration::from_secs(10) {
+            tick.tick().await;
+            for _ in 0..50 {
+                let i = sent;
+                accountant.record(gatehouse::usage::UsageEvent {
+                    tenant_id: format!("ten_bench{:02}", i % 50),
+                    credential_id: format!("key{}", i % 4),
+                    model: if i % 2 == 0 { "a".into() } else { "b".into() },
+                    at: chrono::Utc::now(),
+                    status: 200,
+                    prompt_tokens: 20,
+                    completion_tokens: 80,
+                    audio_ms: 0,
+                    queue_wait_ms: 1,
+                    latency_ms: 30,
+                });
+                sent += 1;
+            }
+        }
+        accountant.flush().await;
+        let rows: i64 = {
+            use diesel::prelude::*;
+            let mut c = PgConnection::establish(&url).unwrap();
+            diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("(SELECT coalesce(sum(requests), 0)::bigint FROM usage_rollups)"))
+                .get_result(&mut c)
+                .unwrap()
+        };
+        (accountant.writes(), sent, rows)
+    });
+    eprintln!(
+        "usage writes: {requests} requests in 10 s ({} /s) -> {writes} usage write statements ({:.2} per second); {rows} requests in the rollups",
+        requests / 10,
+        writes as f64 / 10.0
+    );
+    drop(conn);
+    let _ = admin_conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5));
-    targets = local, shared
+    targets = local, shared, usage_writes
 }
 criterion_main!(benches);

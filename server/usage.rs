@@ -16,6 +16,7 @@
 //! book is shared behind a mutex so the admission check never waits for the task.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -172,10 +173,13 @@ pub fn local_midnight(tz: chrono_tz::Tz, date: NaiveDate) -> DateTime<Utc> {
     Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).unwrap_or_default())
 }
 
-/// A refused quota check.
+/// Why a quota reservation was not made.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuotaExceeded {
-    pub message: String,
+pub enum QuotaError {
+    /// The request would pass a hard quota.
+    Exceeded(String),
+    /// The tenant's usage could not be read (database unavailable).
+    Unavailable(String),
 }
 
 #[derive(Debug, Default)]
@@ -227,13 +231,16 @@ pub struct QuotaAccountant {
     tx: mpsc::UnboundedSender<Command>,
     book: Book,
     db: Db,
+    writes: Arc<AtomicU64>,
 }
 
 impl QuotaAccountant {
     pub fn start(db: Db, config: &UsageConfig) -> QuotaAccountant {
         let (tx, rx) = mpsc::unbounded_channel();
         let book: Book = Arc::default();
+        let writes = Arc::new(AtomicU64::new(0));
         let task = Task {
+            writes: writes.clone(),
             db: db.clone(),
             book: book.clone(),
             pending: HashMap::new(),
@@ -244,7 +251,12 @@ impl QuotaAccountant {
             last_refresh: Instant::now(),
         };
         tokio::spawn(task.run(rx));
-        QuotaAccountant { tx, book, db }
+        QuotaAccountant { tx, book, db, writes }
+    }
+
+    /// Usage write statements issued so far (one per flush with anything to write).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// Never blocks (callable from `Drop`).
@@ -265,7 +277,7 @@ impl QuotaAccountant {
 
     /// Reserves `demand` against the tenant's quotas, or refuses. The hold gives the reservation
     /// back when dropped (after the request's usage was recorded).
-    pub async fn reserve(&self, tenant: &str, quotas: &Quotas, demand: Amounts) -> Result<Option<QuotaHold>, QuotaExceeded> {
+    pub async fn reserve(&self, tenant: &str, quotas: &Quotas, demand: Amounts) -> Result<Option<QuotaHold>, QuotaError> {
         if quotas.is_unlimited() {
             return Ok(None);
         }
@@ -277,9 +289,8 @@ impl QuotaAccountant {
             book.get(tenant).is_some_and(|t| t.loaded && t.day.start == Some(day) && t.month.start == Some(month))
         };
         if !current {
-            let (d, m) = load_period_totals(&self.db, tenant.to_owned(), day, month)
-                .await
-                .map_err(|e| QuotaExceeded { message: format!("quota state unavailable: {e}") })?;
+            let (d, m) =
+                load_period_totals(&self.db, tenant.to_owned(), day, month).await.map_err(|e| QuotaError::Unavailable(e.to_string()))?;
             let mut book = lock(&self.book);
             let t = book.entry(tenant.to_owned()).or_default();
             if !(t.loaded && t.day.start == Some(day) && t.month.start == Some(month)) {
@@ -307,7 +318,7 @@ impl QuotaAccountant {
             };
             if let Some(what) = what {
                 metrics::counter!("gatehouse_quota_exceeded_total", "period" => period.as_str()).increment(1);
-                return Err(QuotaExceeded { message: format!("quota exceeded: this request would pass the tenant's {what}") });
+                return Err(QuotaError::Exceeded(format!("quota exceeded: this request would pass the tenant's {what}")));
             }
         }
         t.inflight += demand;
@@ -384,6 +395,7 @@ async fn load_period_totals(
 }
 
 struct Task {
+    writes: Arc<AtomicU64>,
     db: Db,
     book: Book,
     pending: HashMap<Key, Totals>,
@@ -453,6 +465,7 @@ impl Task {
         let result = self.db.run(move |conn| write(conn, &rows, &events).map_err(Into::into)).await;
         match result {
             Ok(()) => {
+                self.writes.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("gatehouse_usage_writes_total").increment(1);
                 let mut flushed: HashMap<&str, Amounts> = HashMap::new();
                 for ((_, tenant, _, _), t) in &batch {

@@ -268,8 +268,19 @@ async fn proxy(
         })))
 }
 
-fn quota_error(e: crate::usage::QuotaExceeded) -> ApiError {
-    ApiError::RateLimited { message: e.message, retry_after: crate::limits::MAX_RETRY_AFTER, code: "quota_exceeded" }
+fn quota_error(e: crate::usage::QuotaError) -> ApiError {
+    match e {
+        crate::usage::QuotaError::Exceeded(message) => {
+            ApiError::RateLimited { message, retry_after: crate::limits::MAX_RETRY_AFTER, code: "quota_exceeded" }
+        }
+        crate::usage::QuotaError::Unavailable(cause) => {
+            tracing::warn!(error = %cause, "quota state unavailable");
+            ApiError::Unavailable {
+                message: "usage quotas cannot be checked right now; retry shortly".into(),
+                retry_after: Duration::from_secs(2),
+            }
+        }
+    }
 }
 
 fn upstream_error(pool: &str, kind: &'static str) {
