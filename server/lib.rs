@@ -5,6 +5,7 @@
 //! module's own `//!` line says what belongs in it.
 
 pub mod actors;
+pub mod audio;
 pub mod audit_log;
 pub mod auth;
 pub mod cli;
