@@ -32,6 +32,7 @@ async fn scenario(clients: [usize; 2], fifo: bool) -> Samples {
             limits: QueueLimits { max_per_tenant: 10_000, max_total: 10_000 },
             deadline: Duration::from_secs(60),
             eject_for: Duration::from_secs(10),
+            batch: None,
         },
     );
     let tenants = [TenantId::generate(), TenantId::generate()];

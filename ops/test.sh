@@ -46,6 +46,11 @@ if ! (command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 pin
 fi
 redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null
 
+step "audio tools (ffmpeg, sox) for the alignment tests"
+command -v ffmpeg >/dev/null 2>&1 || apt_install ffmpeg
+command -v sox >/dev/null 2>&1 || apt_install sox libsox-fmt-all
+ffmpeg -version | head -1
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

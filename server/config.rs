@@ -73,6 +73,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub usage: UsageConfig,
     pub redis: RedisConfig,
+    pub alignment: AlignmentConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -199,6 +200,43 @@ pub struct UsageConfig {
 impl Default for UsageConfig {
     fn default() -> Self {
         UsageConfig { flush_interval_ms: 1000, events: false, quota_refresh_s: 30 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlignmentConfig {
+    /// Longest audio `POST /v1/audio/alignments` takes, seconds: the model's per-call ceiling.
+    /// Longer audio goes to the jobs route, which cuts it into chunks of at most this length.
+    pub max_duration_s: u64,
+    /// Longest audio an alignment job takes, seconds.
+    pub job_max_duration_s: u64,
+    /// Longest transcript, characters (after control characters are removed).
+    pub max_transcript_chars: usize,
+    /// Most words per second of audio a transcript may have (space-delimited languages).
+    pub max_words_per_second: f64,
+    /// Most characters per second for Chinese, Japanese and Cantonese transcripts.
+    pub max_chars_per_second: f64,
+    /// Where job audio is kept until the job ends (relative paths: to the working directory).
+    pub jobs_dir: std::path::PathBuf,
+    /// Days a finished job (and its result) stays readable before it is deleted.
+    pub job_retention_days: u32,
+    /// Jobs this instance works on at once.
+    pub job_concurrency: usize,
+}
+
+impl Default for AlignmentConfig {
+    fn default() -> Self {
+        AlignmentConfig {
+            max_duration_s: 300,
+            job_max_duration_s: 4 * 3600,
+            max_transcript_chars: 100_000,
+            max_words_per_second: 8.0,
+            max_chars_per_second: 15.0,
+            jobs_dir: "data/jobs".into(),
+            job_retention_days: 7,
+            job_concurrency: 2,
+        }
     }
 }
 
@@ -363,6 +401,22 @@ impl Config {
                 }
             }
             (None, None) => {}
+        }
+        let al = &self.alignment;
+        if !(10..=3600).contains(&al.max_duration_s) {
+            return Err(ConfigError::invalid("alignment.max_duration_s", "must be between 10 and 3600"));
+        }
+        if al.job_max_duration_s < al.max_duration_s || al.job_max_duration_s > 24 * 3600 {
+            return Err(ConfigError::invalid("alignment.job_max_duration_s", "must be between max_duration_s and 86400"));
+        }
+        if al.max_transcript_chars == 0 {
+            return Err(ConfigError::invalid("alignment.max_transcript_chars", "must be positive"));
+        }
+        if !(al.max_words_per_second > 0.0 && al.max_chars_per_second > 0.0) {
+            return Err(ConfigError::invalid("alignment.max_words_per_second", "rates must be positive"));
+        }
+        if al.job_concurrency == 0 || al.job_concurrency > 256 {
+            return Err(ConfigError::invalid("alignment.job_concurrency", "must be between 1 and 256"));
         }
         let d = &self.database;
         if !d.url.is_empty() {

@@ -31,6 +31,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Input refused with a specific 4xx status and code (audio and transcript checks).
+    #[error("{message}")]
+    Input { status: u16, code: &'static str, message: String, param: Option<&'static str> },
     #[error("{message}")]
     RateLimited { message: String, retry_after: Duration, code: &'static str },
     #[error("{message}")]
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::Validation { .. } => "invalid_value",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Input { code, .. } => code,
             ApiError::RateLimited { code, .. } => code,
             ApiError::Unavailable { .. } => "service_unavailable",
             ApiError::UpstreamTimeout => "upstream_timeout",
@@ -110,7 +114,7 @@ impl ApiError {
 
     fn param(&self) -> Option<&'static str> {
         match self {
-            ApiError::BadRequest { param, .. } | ApiError::Validation { param, .. } => *param,
+            ApiError::BadRequest { param, .. } | ApiError::Validation { param, .. } | ApiError::Input { param, .. } => *param,
             _ => None,
         }
     }
@@ -127,6 +131,7 @@ impl ResponseError for ApiError {
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Input { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,

@@ -15,6 +15,7 @@ pub mod dev;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod oauth_error;

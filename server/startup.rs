@@ -78,7 +78,7 @@ impl Application {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .context("cannot build the outbound HTTP client")?;
-        let gateway = Arc::new(crate::workers::gateway::Gateway::default());
+        let gateway = Arc::new(crate::workers::gateway::Gateway::new(http.clone()));
         if let Err(e) = gateway.refresh(&db, auth.master.clone()).await {
             tracing::warn!(error = %e, "worker pools not loaded yet");
         }
@@ -98,6 +98,7 @@ impl Application {
             usage,
             limiter,
             credential_limits,
+            jobs: crate::jobs::JobRunner::default(),
         });
         let tls = config.tls.enabled();
         let max_body = config.server.max_body_bytes;
@@ -165,6 +166,7 @@ impl Application {
         });
         let result = self.server.await;
         signals.abort();
+        self.state.jobs.shutdown(&self.state.db).await;
         self.state.usage.flush().await;
         self.state.audit.flush().await;
         tracing::info!("gatehouse stopped");
@@ -189,6 +191,7 @@ fn security_headers(tls: bool) -> DefaultHeaders {
 /// Background upkeep on the main runtime: key reloads, revocation polling, and hourly
 /// maintenance (partitions, signing-key rotation, limiter memory, expired revocations).
 fn spawn_background(state: web::Data<AppState>) {
+    crate::jobs::JobRunner::spawn(state.clone());
     let s = state.clone();
     actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(GATEWAY_INTERVAL);
@@ -232,6 +235,7 @@ fn spawn_background(state: web::Data<AppState>) {
         loop {
             tick.tick().await;
             run_maintenance(&state.db, &state.config, &state.auth).await;
+            crate::jobs::sweep_expired(&state).await;
             state.auth.limits.shrink();
         }
     });

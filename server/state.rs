@@ -27,6 +27,8 @@ pub struct AppState {
     pub limiter: crate::limits::RateLimiter,
     /// Per-credential limit overrides, cached ≤ 5 s like the plan.
     pub credential_limits: moka::future::Cache<String, crate::limits::Limits>,
+    /// This instance's alignment-job runners.
+    pub jobs: crate::jobs::JobRunner,
 }
 
 impl AppState {

@@ -3,15 +3,22 @@
 //! and grants a worker slot to the next request by fair share. The actor never touches request
 //! or response bodies: the handler streams the bytes itself and returns the slot by dropping
 //! (or finishing) its `Grant`. Reached only through `InferenceQueueHandle`.
+//!
+//! Aligner pools batch: the queue packs waiting jobs (fair order across tenants, cost = audio
+//! seconds) into batches bounded by item count and total audio, waits up to the pool's
+//! `batch_max_wait` for a batch to fill, puts jobs of similar duration together (a padded batch
+//! costs its longest item), and hands each batch with its slot to the pool's executor task, which
+//! sends it to the worker and fans the results back. The actor only moves the jobs' handles.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::TenantId;
 use crate::scheduler::{FairQueue, Priority, QueueLimits};
+use crate::workers::aligner::{AlignFailure, AlignItem, AlignReply};
 
 /// Consecutive failures that eject a worker.
 pub const EJECT_AFTER_FAILURES: u32 = 3;
@@ -114,6 +121,54 @@ impl Drop for Grant {
 
 type Reply = oneshot::Sender<Result<Grant, QueueError>>;
 
+/// One job waiting in a batching pool, and where its result goes.
+pub struct BatchEntry {
+    pub item: AlignItem,
+    pub reply: oneshot::Sender<AlignReply>,
+    /// Time spent queued, set when the batch is formed.
+    pub waited: Duration,
+}
+
+/// Jobs packed for one worker slot: the executor sends them as one request.
+pub struct Batch {
+    pub grant: Grant,
+    pub entries: Vec<BatchEntry>,
+}
+
+/// What waits in the queue: a request for a slot, or a job to be batched.
+enum Waiter {
+    Slot(Reply),
+    Batch(BatchEntry),
+}
+
+impl Waiter {
+    fn refuse(self, e: QueueError) {
+        match self {
+            Waiter::Slot(reply) => drop(reply.send(Err(e))),
+            Waiter::Batch(entry) => drop(entry.reply.send(Err(AlignFailure::Queue(e)))),
+        }
+    }
+
+    fn audio_ms(&self) -> u64 {
+        match self {
+            Waiter::Slot(_) => 0,
+            Waiter::Batch(entry) => entry.item.audio_ms,
+        }
+    }
+}
+
+/// How an aligner pool packs batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSettings {
+    pub max_items: usize,
+    pub max_audio_ms: u64,
+    /// How long the oldest job may wait for a batch to fill while a worker is free.
+    pub max_wait: Duration,
+}
+
+/// Jobs of similar duration (within this ratio of the batch's first job) fill a batch first.
+const SIMILAR_DURATION_RATIO: f64 = 1.5;
+
 /// Queue bounds and timings of one pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSettings {
@@ -122,17 +177,22 @@ pub struct QueueSettings {
     pub deadline: Duration,
     /// How long an ejected worker rests before a half-open probe.
     pub eject_for: Duration,
+    /// Batching (aligner pools); None grants one slot per request.
+    pub batch: Option<BatchSettings>,
 }
 
 pub struct InferenceQueue {
     workers: Vec<WorkerState>,
-    queue: FairQueue<TenantId, Reply>,
+    queue: FairQueue<TenantId, Waiter>,
     settings: QueueSettings,
+    executor: Option<mpsc::UnboundedSender<Batch>>,
+    /// A dispatch is already scheduled for this instant (batch wait).
+    wake_at: Option<Instant>,
 }
 
 impl InferenceQueue {
     pub fn new(workers: Vec<WorkerSpec>, settings: QueueSettings) -> Self {
-        let mut q = InferenceQueue { workers: Vec::new(), queue: FairQueue::new(settings.limits), settings };
+        let mut q = InferenceQueue { workers: Vec::new(), queue: FairQueue::new(settings.limits), settings, executor: None, wake_at: None };
         q.set_workers(workers);
         q
     }
@@ -172,36 +232,132 @@ impl InferenceQueue {
             .map(|(i, _)| i)
     }
 
+    /// Takes a slot on worker `index` and makes its grant.
+    fn take_slot(&mut self, index: usize, waited: Duration, ctx: &Context<Self>) -> Grant {
+        let worker = &mut self.workers[index];
+        worker.outstanding += 1;
+        if let Health::Ejected { .. } | Health::HalfOpen { .. } = worker.health {
+            worker.health = Health::HalfOpen { probing: true };
+        }
+        Grant {
+            worker_id: worker.spec.id.clone(),
+            base_url: worker.spec.base_url.clone(),
+            api_key: worker.spec.api_key.clone(),
+            waited,
+            addr: Some(ctx.address()),
+        }
+    }
+
+    /// Gives back a slot that was never used (its requester went away).
+    fn untake_slot(&mut self, mut grant: Grant) {
+        grant.addr = None;
+        if let Some(worker) = self.workers.iter_mut().find(|w| w.spec.id == grant.worker_id) {
+            worker.outstanding = worker.outstanding.saturating_sub(1);
+            if let Health::HalfOpen { probing: true } = worker.health {
+                worker.health = Health::HalfOpen { probing: false };
+            }
+        }
+    }
+
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         for expired in self.queue.expire(now) {
-            let _ = expired.item.send(Err(QueueError::DeadlineExceeded));
+            expired.item.refuse(QueueError::DeadlineExceeded);
         }
         while !self.queue.is_empty() {
             let Some(index) = self.pick(now) else { break };
-            let Some(job) = self.queue.pop() else { break };
-            let worker = &mut self.workers[index];
-            let grant = Grant {
-                worker_id: worker.spec.id.clone(),
-                base_url: worker.spec.base_url.clone(),
-                api_key: worker.spec.api_key.clone(),
-                waited: job.waited(now),
-                addr: Some(ctx.address()),
-            };
-            worker.outstanding += 1;
-            if let Health::Ejected { .. } | Health::HalfOpen { .. } = worker.health {
-                worker.health = Health::HalfOpen { probing: true };
-            }
-            if let Err(Ok(mut unsent)) = job.item.send(Ok(grant)) {
-                // The requester went away while waiting: take the slot back quietly.
-                unsent.addr = None;
-                worker.outstanding -= 1;
-                if let Health::HalfOpen { probing: true } = worker.health {
-                    worker.health = Health::HalfOpen { probing: false };
+            if let Some(batch) = self.settings.batch {
+                if self.should_wait_for_batch(batch, now, ctx) {
+                    break;
                 }
+            }
+            let Some(job) = self.queue.pop() else { break };
+            let waited = job.waited(now);
+            match job.item {
+                Waiter::Slot(reply) => {
+                    let grant = self.take_slot(index, waited, ctx);
+                    if let Err(Ok(unsent)) = reply.send(Ok(grant)) {
+                        // The requester went away while waiting: take the slot back quietly.
+                        self.untake_slot(unsent);
+                    }
+                }
+                Waiter::Batch(entry) => self.dispatch_batch(index, entry, waited, now, ctx),
             }
         }
         self.workers.retain(|w| !(w.removed && w.outstanding == 0));
+    }
+
+    /// With a worker free, holds a batch that could still grow until its oldest job has
+    /// waited `max_wait`, and schedules the dispatch for then.
+    fn should_wait_for_batch(&mut self, batch: BatchSettings, now: Instant, ctx: &mut Context<Self>) -> bool {
+        if batch.max_wait.is_zero() || self.queue.len() >= batch.max_items {
+            return false;
+        }
+        let waiting_audio: u64 = self.queue.iter().map(|q| q.item.audio_ms()).sum();
+        if waiting_audio >= batch.max_audio_ms {
+            return false;
+        }
+        let Some(oldest) = self.queue.oldest() else { return false };
+        let due = oldest + batch.max_wait;
+        if due <= now {
+            return false;
+        }
+        if self.wake_at.is_none_or(|at| at > due || at <= now) {
+            self.wake_at = Some(due);
+            ctx.run_later(due - now, |act, ctx| {
+                act.wake_at = None;
+                act.dispatch(ctx);
+            });
+        }
+        true
+    }
+
+    /// Packs `first` and more waiting jobs of the same model into one batch for worker `index`:
+    /// similar durations first, then anything that fits, within the item and audio bounds.
+    fn dispatch_batch(&mut self, index: usize, first: BatchEntry, waited: Duration, now: Instant, ctx: &Context<Self>) {
+        let Some(bounds) = self.settings.batch else { return };
+        let model = first.item.model.clone();
+        let anchor = first.item.audio_ms.max(1) as f64;
+        let mut total = first.item.audio_ms;
+        let mut entries = vec![BatchEntry { waited, ..first }];
+        for similar_only in [true, false] {
+            while entries.len() < bounds.max_items {
+                let room = bounds.max_audio_ms.saturating_sub(total);
+                let next = self.queue.pop_where(|w| match w {
+                    Waiter::Batch(e) => {
+                        let ratio = e.item.audio_ms.max(1) as f64 / anchor;
+                        e.item.model == model
+                            && e.item.audio_ms <= room
+                            && (!similar_only || (1.0 / SIMILAR_DURATION_RATIO..=SIMILAR_DURATION_RATIO).contains(&ratio))
+                    }
+                    Waiter::Slot(_) => false,
+                });
+                let Some(job) = next else { break };
+                let waited = job.waited(now);
+                if let Waiter::Batch(entry) = job.item {
+                    if entry.reply.is_closed() {
+                        continue; // its requester went away
+                    }
+                    total += entry.item.audio_ms;
+                    entries.push(BatchEntry { waited, ..entry });
+                }
+            }
+        }
+        entries.retain(|e| !e.reply.is_closed());
+        if entries.is_empty() {
+            return;
+        }
+        let grant = self.take_slot(index, waited, ctx);
+        let Some(executor) = &self.executor else {
+            self.untake_slot(grant);
+            entries.into_iter().for_each(|e| Waiter::Batch(e).refuse(QueueError::Closed));
+            return;
+        };
+        metrics::histogram!("gatehouse_batch_items").record(entries.len() as f64);
+        if let Err(mpsc::error::SendError(batch)) = executor.send(Batch { grant, entries }) {
+            self.untake_slot(batch.grant);
+            batch.entries.into_iter().for_each(|e| Waiter::Batch(e).refuse(QueueError::Closed));
+        }
     }
 }
 
@@ -215,7 +371,7 @@ impl Actor for InferenceQueue {
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         while let Some(job) = self.queue.pop() {
-            let _ = job.item.send(Err(QueueError::Closed));
+            job.item.refuse(QueueError::Closed);
         }
         Running::Stop
     }
@@ -228,7 +384,7 @@ struct Enqueue {
     weight: u32,
     priority: Priority,
     cost: f64,
-    reply: Reply,
+    waiter: Waiter,
 }
 
 impl Handler<Enqueue> for InferenceQueue {
@@ -236,7 +392,7 @@ impl Handler<Enqueue> for InferenceQueue {
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
         let now = Instant::now();
-        self.queue.push(msg.tenant, msg.weight, msg.priority, msg.cost, msg.reply, now, now + self.settings.deadline).map_err(
+        self.queue.push(msg.tenant, msg.weight, msg.priority, msg.cost, msg.waiter, now, now + self.settings.deadline).map_err(
             |(why, _)| match why {
                 crate::scheduler::Admission::TenantFull => QueueError::TenantQueueFull,
                 _ => QueueError::QueueFull,
@@ -374,11 +530,36 @@ impl InferenceQueueHandle {
         InferenceQueueHandle { addr: InferenceQueue::new(workers, settings).start() }
     }
 
+    /// A batching queue (`settings.batch` set): formed batches go to `executor`.
+    pub fn start_batching(
+        workers: Vec<WorkerSpec>,
+        settings: QueueSettings,
+        executor: mpsc::UnboundedSender<Batch>,
+    ) -> InferenceQueueHandle {
+        let mut queue = InferenceQueue::new(workers, settings);
+        queue.executor = Some(executor);
+        InferenceQueueHandle { addr: queue.start() }
+    }
+
     /// Waits (up to the pool's queue deadline) for a worker slot, in fair order across tenants.
     pub async fn acquire(&self, tenant: TenantId, weight: u32, priority: Priority, cost: f64) -> Result<Grant, QueueError> {
         let (reply, granted) = oneshot::channel();
-        self.addr.send(Enqueue { tenant, weight, priority, cost, reply }).await.map_err(|_| QueueError::Closed)??;
+        self.addr.send(Enqueue { tenant, weight, priority, cost, waiter: Waiter::Slot(reply) }).await.map_err(|_| QueueError::Closed)??;
         granted.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Queues one alignment job (cost: its audio seconds) and waits for its result from the
+    /// batch it joins. Dropping the future abandons the job; a batch already sent runs on.
+    pub async fn align(&self, tenant: TenantId, weight: u32, priority: Priority, item: AlignItem) -> AlignReply {
+        let (reply, done) = oneshot::channel();
+        let cost = item.audio_ms as f64 / 1000.0;
+        let waiter = Waiter::Batch(BatchEntry { item, reply, waited: Duration::ZERO });
+        self.addr
+            .send(Enqueue { tenant, weight, priority, cost, waiter })
+            .await
+            .map_err(|_| AlignFailure::Queue(QueueError::Closed))?
+            .map_err(AlignFailure::Queue)?;
+        done.await.map_err(|_| AlignFailure::Queue(QueueError::Closed))?
     }
 
     pub fn set_workers(&self, workers: Vec<WorkerSpec>) {

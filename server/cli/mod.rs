@@ -197,9 +197,10 @@ fn serve(config: Config, migrate_first: bool) -> Result<(), CliError> {
 
 fn simulate_worker(sim: crate::workers::simulator::SimulatorConfig) -> Result<(), CliError> {
     actix_rt::System::new().block_on(async move {
-        let models = sim.models.join(", ");
+        let models = if sim.models.is_empty() { sim.kind.default_model().to_owned() } else { sim.models.join(", ") };
+        let kind = format!("{:?}", sim.kind).to_lowercase();
         let simulator = crate::workers::simulator::Simulator::start(sim).map_err(|e| CliError::Usage(format!("{e:#}")))?;
-        eprintln!("gatehouse worker SIMULATOR (not a real model) serving {models} on port {}", simulator.port);
+        eprintln!("gatehouse {kind} worker SIMULATOR (not a real model) serving {models} on port {}", simulator.port);
         let handle = simulator.server.handle();
         actix_rt::spawn(async move {
             if crate::startup::wait_for_signal().await.is_some() {

@@ -14,7 +14,7 @@ pub enum PoolCommand {
     Add {
         #[arg(long)]
         name: String,
-        /// llm
+        /// llm (OpenAI-compatible workers) or aligner (forced-alignment workers).
         #[arg(long, default_value = "llm")]
         kind: String,
         /// Model name served (repeatable), e.g. Qwen/Qwen2.5-7B-Instruct.
@@ -23,6 +23,15 @@ pub enum PoolCommand {
         /// Milliseconds a request may wait for a slot before 503.
         #[arg(long)]
         queue_deadline_ms: Option<i32>,
+        /// Aligner pools: most items per batch (default 16).
+        #[arg(long)]
+        batch_max_items: Option<i32>,
+        /// Aligner pools: most audio per batch, milliseconds (default 600000).
+        #[arg(long)]
+        batch_max_audio_ms: Option<i32>,
+        /// Aligner pools: how long a batch may wait to fill, milliseconds (default 50).
+        #[arg(long)]
+        batch_max_wait_ms: Option<i32>,
         #[command(flatten)]
         output: Output,
     },
@@ -67,8 +76,10 @@ pub enum WorkerCommand {
 pub fn run_pool(config: &Config, command: PoolCommand) -> Result<(), CliError> {
     let mut conn = connect_current(config)?;
     match command {
-        PoolCommand::Add { name, kind, models, queue_deadline_ms, output } => {
-            let pool = workers::create_pool(&mut conn, &CreatePoolRequest { name, kind, models, queue_deadline_ms }, &Actor::cli())?;
+        PoolCommand::Add { name, kind, models, queue_deadline_ms, batch_max_items, batch_max_audio_ms, batch_max_wait_ms, output } => {
+            let request =
+                CreatePoolRequest { name, kind, models, queue_deadline_ms, batch_max_items, batch_max_audio_ms, batch_max_wait_ms };
+            let pool = workers::create_pool(&mut conn, &request, &Actor::cli())?;
             if output.json {
                 return print_json(&pool);
             }

@@ -7,6 +7,7 @@ pub mod admins;
 pub mod api_keys;
 pub mod audit;
 pub mod clients;
+pub mod jobs;
 pub mod migrations;
 pub mod operators;
 pub mod partitions;

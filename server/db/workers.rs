@@ -53,17 +53,22 @@ pub struct Worker {
     pub updated_at: DateTime<Utc>,
 }
 
-pub fn insert_pool(conn: &mut PgConnection, id: &str, name: &str, kind: &str, models: &[String], deadline_ms: i32) -> QueryResult<Pool> {
-    diesel::insert_into(worker_pools::table)
-        .values((
-            worker_pools::id.eq(id),
-            worker_pools::name.eq(name),
-            worker_pools::kind.eq(kind),
-            worker_pools::models.eq(models),
-            worker_pools::queue_deadline_ms.eq(deadline_ms),
-        ))
-        .returning(Pool::as_returning())
-        .get_result(conn)
+/// A pool to insert.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = worker_pools)]
+pub struct NewPool<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub models: &'a [String],
+    pub queue_deadline_ms: i32,
+    pub batch_max_items: i32,
+    pub batch_max_audio_ms: i32,
+    pub batch_max_wait_ms: i32,
+}
+
+pub fn insert_pool(conn: &mut PgConnection, pool: &NewPool<'_>) -> QueryResult<Pool> {
+    diesel::insert_into(worker_pools::table).values(pool).returning(Pool::as_returning()).get_result(conn)
 }
 
 pub fn list_pools(conn: &mut PgConnection) -> QueryResult<Vec<Pool>> {

@@ -113,6 +113,9 @@ pub fn run(mut config: Config, args: DevArgs) -> Result<(), CliError> {
     }
     let own_url = (!external).then(|| config.database.url.expose().to_owned());
     let config_path = ensure_dev_config(&mut config, &data_dir, own_url.as_deref())?;
+    if config.alignment.jobs_dir == crate::config::AlignmentConfig::default().jobs_dir {
+        config.alignment.jobs_dir = data_dir.join("jobs");
+    }
     config.validate()?;
 
     let url = config.database_url()?.to_owned();
@@ -136,38 +139,61 @@ pub fn run(mut config: Config, args: DevArgs) -> Result<(), CliError> {
 
 /// The model the demo pool serves.
 pub const DEMO_MODEL: &str = "Qwen/Qwen2.5-7B-Instruct";
+/// The model the demo aligner pool serves.
+pub const DEMO_ALIGNER_MODEL: &str = "Qwen/Qwen3-ForcedAligner-0.6B";
 
-/// Starts two LLM worker simulators on free ports and points the `demo` pool at them (replacing
-/// the workers of earlier runs, whose ports are gone).
-fn start_demo_workers(url: &str, master: &MasterKey) -> anyhow::Result<Vec<u16>> {
-    let mut ports = Vec::new();
+/// Ports of the demo worker simulators.
+pub struct DemoWorkers {
+    pub llm: Vec<u16>,
+    pub aligner: u16,
+}
+
+/// Starts two LLM worker simulators and one aligner simulator on free ports and points the
+/// `demo` and `demo-aligner` pools at them (replacing the workers of earlier runs, whose ports
+/// are gone).
+fn start_demo_workers(url: &str, master: &MasterKey) -> anyhow::Result<DemoWorkers> {
+    let mut llm = Vec::new();
     for _ in 0..2 {
-        let mut sim = SimulatorConfig::llm("127.0.0.1:0");
-        sim.models = vec![DEMO_MODEL.into()];
-        let started = Simulator::start(sim)?;
-        ports.push(started.port);
+        let started = Simulator::start(SimulatorConfig::llm("127.0.0.1:0"))?;
+        llm.push(started.port);
         actix_rt::spawn(started.server);
     }
+    let started = Simulator::start(SimulatorConfig::aligner("127.0.0.1:0"))?;
+    let aligner = started.port;
+    actix_rt::spawn(started.server);
     let mut conn = PgConnection::establish(url)?;
+    demo_pool(&mut conn, master, "demo", "llm", DEMO_MODEL, &llm, 16)?;
+    demo_pool(&mut conn, master, "demo-aligner", "aligner", DEMO_ALIGNER_MODEL, &[aligner], 1)?;
+    Ok(DemoWorkers { llm, aligner })
+}
+
+fn demo_pool(
+    conn: &mut PgConnection,
+    master: &MasterKey,
+    name: &str,
+    kind: &str,
+    model: &str,
+    ports: &[u16],
+    slots: i32,
+) -> anyhow::Result<()> {
     let actor = Actor { id: "dev".into(), ..Actor::cli() };
-    let pools = service::workers::list_pools(&mut conn).map_err(|e| anyhow::anyhow!("{e}"))?;
-    match pools.iter().find(|p| p.name == "demo") {
+    let pools = service::workers::list_pools(conn).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match pools.iter().find(|p| p.name == name) {
         Some(pool) => {
             for w in &pool.workers {
-                service::workers::set_worker_state(&mut conn, &w.id, "removed", &actor).map_err(|e| anyhow::anyhow!("{e}"))?;
+                service::workers::set_worker_state(conn, &w.id, "removed", &actor).map_err(|e| anyhow::anyhow!("{e}"))?;
             }
         }
         None => {
-            let req =
-                CreatePoolRequest { name: "demo".into(), kind: "llm".into(), models: vec![DEMO_MODEL.into()], queue_deadline_ms: None };
-            service::workers::create_pool(&mut conn, &req, &actor).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let req = CreatePoolRequest::new(name, kind, vec![model.into()]);
+            service::workers::create_pool(conn, &req, &actor).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
-    for port in &ports {
-        let req = AddWorkerRequest { base_url: format!("http://127.0.0.1:{port}"), api_key: None, slots: Some(16) };
-        service::workers::add_worker(&mut conn, master, "demo", &req, &actor).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for port in ports {
+        let req = AddWorkerRequest { base_url: format!("http://127.0.0.1:{port}"), api_key: None, slots: Some(slots) };
+        service::workers::add_worker(conn, master, name, &req, &actor).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    Ok(ports)
+    Ok(())
 }
 
 /// What `seed` made or found.
@@ -292,7 +318,7 @@ fn host_of(listen: &str) -> &str {
     }
 }
 
-fn print_banner(base: &str, seeded: &Seeded, config_path: &Path, simulators: &[u16]) {
+fn print_banner(base: &str, seeded: &Seeded, config_path: &Path, simulators: &DemoWorkers) {
     let c = &seeded.credentials;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -311,6 +337,9 @@ fn print_banner(base: &str, seeded: &Seeded, config_path: &Path, simulators: &[u
          \n\nChat ({model} is served by {workers} worker SIMULATORS on ports {ports}):\
          \n  curl -s -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\\
          \n    -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}' {base}/v1/chat/completions\
+         \n\nAlign a transcript to audio ({aligner_model}, an aligner SIMULATOR on port {aligner_port}):\
+         \n  curl -s -H 'Authorization: Bearer {api_key}' -F file=@speech.wav -F 'text=the transcript' -F language=en \\\
+         \n    {base}/v1/audio/alignments\
          \n\nPress Ctrl-C to stop (the private PostgreSQL stops with it).\n",
         email = c.email,
         password = c.password,
@@ -321,8 +350,10 @@ fn print_banner(base: &str, seeded: &Seeded, config_path: &Path, simulators: &[u
         api_key = c.api_key,
         config = config_path.display(),
         model = DEMO_MODEL,
-        workers = simulators.len(),
-        ports = simulators.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
+        workers = simulators.llm.len(),
+        ports = simulators.llm.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
+        aligner_model = DEMO_ALIGNER_MODEL,
+        aligner_port = simulators.aligner,
     );
     let _ = out.flush();
 }

@@ -268,7 +268,7 @@ async fn proxy(
         })))
 }
 
-fn quota_error(e: crate::usage::QuotaError) -> ApiError {
+pub(crate) fn quota_error(e: crate::usage::QuotaError) -> ApiError {
     match e {
         crate::usage::QuotaError::Exceeded(message) => {
             ApiError::RateLimited { message, retry_after: crate::limits::MAX_RETRY_AFTER, code: "quota_exceeded" }
@@ -287,7 +287,7 @@ fn upstream_error(pool: &str, kind: &'static str) {
     metrics::counter!("gatehouse_upstream_errors_total", "pool" => pool.to_owned(), "kind" => kind).increment(1);
 }
 
-fn queue_error(e: QueueError) -> ApiError {
+pub(crate) fn queue_error(e: QueueError) -> ApiError {
     match e {
         QueueError::TenantQueueFull | QueueError::QueueFull => ApiError::RateLimited {
             message: "the queue for this model is full; retry shortly".into(),

@@ -1,5 +1,6 @@
 //! The one routing table. One file per resource; each handler is `verb_noun`.
 
+pub mod alignments;
 pub mod api;
 pub mod completions;
 pub mod health;

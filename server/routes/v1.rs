@@ -13,7 +13,8 @@ use crate::state::AppState;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/models", web::get().to(list_models))
         .route("/chat/completions", web::post().to(super::completions::post_chat_completions))
-        .route("/completions", web::post().to(super::completions::post_completions));
+        .route("/completions", web::post().to(super::completions::post_completions))
+        .configure(super::alignments::configure);
 }
 
 /// `GET /v1/models`: the models this credential's plan allows, in OpenAI's list shape.

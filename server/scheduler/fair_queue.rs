@@ -169,6 +169,46 @@ impl<K: Clone + Eq + Hash, T> FairQueue<K, T> {
         Some(job)
     }
 
+    /// The next job by fair share among the jobs `accept` takes: the tenant with the smallest
+    /// start tag that has an acceptable job gives its first acceptable job (in priority order).
+    /// Used to fill a batch with jobs that fit it; the accounting is the same as `pop`'s.
+    pub fn pop_where(&mut self, accept: impl Fn(&T) -> bool) -> Option<Queued<K, T>> {
+        let v = self.virtual_time;
+        let (key, start, class, index) = self
+            .tenants
+            .iter()
+            .filter(|(_, q)| q.len > 0)
+            .filter_map(|(k, q)| {
+                let (class, index, seq) = q
+                    .classes
+                    .iter()
+                    .enumerate()
+                    .find_map(|(c, jobs)| jobs.iter().position(|j| accept(&j.item)).map(|i| (c, i, jobs[i].seq)))?;
+                Some((k, v.max(q.last_finish), class, index, seq))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.4.cmp(&b.4)))
+            .map(|(k, start, class, index, _)| (k.clone(), start, class, index))?;
+        let queue = self.tenants.get_mut(&key)?;
+        let job = queue.classes[class].remove(index)?;
+        queue.len -= 1;
+        queue.last_finish = start + job.cost / queue.weight;
+        self.virtual_time = start;
+        self.total -= 1;
+        let v = self.virtual_time;
+        self.tenants.retain(|_, q| q.len > 0 || q.last_finish > v);
+        Some(job)
+    }
+
+    /// When the longest-waiting job was queued.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.tenants.values().flat_map(|q| q.classes.iter()).filter_map(|c| c.front()).map(|q| q.enqueued_at).min()
+    }
+
+    /// Iterates over every waiting job (any order).
+    pub fn iter(&self) -> impl Iterator<Item = &Queued<K, T>> {
+        self.tenants.values().flat_map(|q| q.classes.iter()).flat_map(|c| c.iter())
+    }
+
     /// Removes and returns every job whose deadline is at or before `now`.
     pub fn expire(&mut self, now: Instant) -> Vec<Queued<K, T>> {
         let mut expired = Vec::new();
@@ -297,6 +337,24 @@ mod tests {
         q.push("b", 1, Priority::Normal, 1.0, 4, now, far(now)).unwrap();
         assert_eq!(q.push("c", 1, Priority::Normal, 1.0, 5, now, far(now)).unwrap_err(), (Admission::GlobalFull, 5));
         assert_eq!(q.len(), 3);
+    }
+
+    #[test]
+    fn pop_where_keeps_fair_order_among_acceptable_jobs() {
+        let now = Instant::now();
+        let mut q: FairQueue<&str, u32> = FairQueue::new(LIMITS);
+        // a: sizes 10, 1, 1; b: sizes 1, 1. Only size-1 jobs are acceptable.
+        for (tenant, size) in [("a", 10), ("a", 1), ("a", 1), ("b", 1), ("b", 1)] {
+            q.push(tenant, 1, Priority::Normal, 1.0, size, now, far(now)).unwrap();
+        }
+        let mut order = Vec::new();
+        while let Some(job) = q.pop_where(|size| *size == 1) {
+            order.push(job.tenant);
+        }
+        assert_eq!(order, ["a", "b", "a", "b"], "tenants alternate among acceptable jobs");
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.pop().map(|j| j.item), Some(10));
+        assert!(q.pop_where(|_| true).is_none());
     }
 
     #[test]

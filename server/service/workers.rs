@@ -17,12 +17,37 @@ use crate::domain::{PoolId, WorkerId};
 pub struct CreatePoolRequest {
     /// Lowercase letters, digits, `-` and `_`.
     pub name: String,
-    /// `llm` (OpenAI-compatible workers such as vLLM).
+    /// `llm` (OpenAI-compatible workers such as vLLM) or `aligner` (forced-alignment workers
+    /// serving `POST /v1/align/batch`).
     pub kind: String,
     /// Model names every worker of the pool serves.
     pub models: Vec<String>,
     /// How long a request may wait for a slot before 503 (default 30000 ms).
     pub queue_deadline_ms: Option<i32>,
+    /// Aligner pools: most items in one batch (default 16).
+    #[serde(default)]
+    pub batch_max_items: Option<i32>,
+    /// Aligner pools: most audio in one batch, ms (default 600000).
+    #[serde(default)]
+    pub batch_max_audio_ms: Option<i32>,
+    /// Aligner pools: how long a batch may wait to fill while a worker is free, ms (default 50).
+    #[serde(default)]
+    pub batch_max_wait_ms: Option<i32>,
+}
+
+impl CreatePoolRequest {
+    /// A pool with default queue and batch settings.
+    pub fn new(name: &str, kind: &str, models: Vec<String>) -> CreatePoolRequest {
+        CreatePoolRequest {
+            name: name.into(),
+            kind: kind.into(),
+            models,
+            queue_deadline_ms: None,
+            batch_max_items: None,
+            batch_max_audio_ms: None,
+            batch_max_wait_ms: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -53,6 +78,9 @@ pub struct PoolResponse {
     pub kind: String,
     pub models: Vec<String>,
     pub queue_deadline_ms: i32,
+    pub batch_max_items: i32,
+    pub batch_max_audio_ms: i32,
+    pub batch_max_wait_ms: i32,
     pub workers: Vec<WorkerResponse>,
 }
 
@@ -77,6 +105,9 @@ fn pool_response(conn: &mut PgConnection, pool: Pool) -> Result<PoolResponse, Se
         kind: pool.kind,
         models: pool.models,
         queue_deadline_ms: pool.queue_deadline_ms,
+        batch_max_items: pool.batch_max_items,
+        batch_max_audio_ms: pool.batch_max_audio_ms,
+        batch_max_wait_ms: pool.batch_max_wait_ms,
         workers,
     })
 }
@@ -92,8 +123,8 @@ pub fn create_pool(conn: &mut PgConnection, req: &CreatePoolRequest, actor: &Act
     if !name_ok {
         return Err(ServiceError::invalid("name", "use 1-63 lowercase letters, digits, `-` and `_`"));
     }
-    if req.kind != "llm" {
-        return Err(ServiceError::invalid("kind", "must be `llm` (aligner pools arrive with forced alignment)"));
+    if req.kind != "llm" && req.kind != "aligner" {
+        return Err(ServiceError::invalid("kind", "must be `llm` or `aligner`"));
     }
     let models: Vec<String> = req.models.iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
     if models.is_empty() || models.iter().any(|m| m.len() > 200 || m.chars().any(char::is_control)) {
@@ -103,13 +134,34 @@ pub fn create_pool(conn: &mut PgConnection, req: &CreatePoolRequest, actor: &Act
     if !(1..=600_000).contains(&deadline) {
         return Err(ServiceError::invalid("queue_deadline_ms", "must be between 1 and 600000"));
     }
+    let batch_max_items = req.batch_max_items.unwrap_or(16);
+    if !(1..=1024).contains(&batch_max_items) {
+        return Err(ServiceError::invalid("batch_max_items", "must be between 1 and 1024"));
+    }
+    let batch_max_audio_ms = req.batch_max_audio_ms.unwrap_or(600_000);
+    if !(1_000..=36_000_000).contains(&batch_max_audio_ms) {
+        return Err(ServiceError::invalid("batch_max_audio_ms", "must be between 1000 and 36000000"));
+    }
+    let batch_max_wait_ms = req.batch_max_wait_ms.unwrap_or(50);
+    if !(0..=60_000).contains(&batch_max_wait_ms) {
+        return Err(ServiceError::invalid("batch_max_wait_ms", "must be between 0 and 60000"));
+    }
     let id = PoolId::generate();
+    let new = workers::NewPool {
+        id: id.as_str(),
+        name: &req.name,
+        kind: &req.kind,
+        models: &models,
+        queue_deadline_ms: deadline,
+        batch_max_items,
+        batch_max_audio_ms,
+        batch_max_wait_ms,
+    };
     conn.transaction(|conn| {
-        let pool =
-            workers::insert_pool(conn, id.as_str(), &req.name, &req.kind, &models, deadline).map_err(|e| match DbError::from(e) {
-                DbError::Conflict(_) => ServiceError::Conflict(format!("a pool named `{}` already exists", req.name)),
-                other => other.into(),
-            })?;
+        let pool = workers::insert_pool(conn, &new).map_err(|e| match DbError::from(e) {
+            DbError::Conflict(_) => ServiceError::Conflict(format!("a pool named `{}` already exists", req.name)),
+            other => other.into(),
+        })?;
         audit::insert(conn, &actor.event("pool.create").target("pool", id.as_str()).details(serde_json::json!({ "models": models })))?;
         pool_response(conn, pool)
     })

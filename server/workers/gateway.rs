@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::actors::inference_queue::{InferenceQueueHandle, QueueSettings, WorkerSpec};
+use crate::actors::inference_queue::{BatchSettings, InferenceQueueHandle, QueueSettings, WorkerSpec};
 use crate::auth::seal::MasterKey;
 use crate::db::{Db, DbError, workers};
 use crate::scheduler::QueueLimits;
@@ -18,10 +18,22 @@ pub struct PoolRoute {
     pub pool_name: String,
     pub queue: InferenceQueueHandle,
     pub workers: Vec<WorkerSpec>,
+    pub kind: PoolKind,
+}
+
+/// What a pool's workers do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// OpenAI-compatible LLM servers (vLLM).
+    Llm,
+    /// Forced-alignment workers (batched).
+    Aligner,
 }
 
 #[derive(Default)]
 pub struct Gateway {
+    /// Outbound HTTP for the aligner pools' batch executors.
+    http: reqwest::Client,
     /// model name → pool.
     routes: RwLock<HashMap<String, PoolRoute>>,
     /// pool id → (queue, worker specs last applied).
@@ -31,8 +43,20 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    pub fn new(http: reqwest::Client) -> Gateway {
+        Gateway { http, ..Gateway::default() }
+    }
+
     pub fn route(&self, model: &str) -> Option<PoolRoute> {
         self.routes.read().ok()?.get(model).cloned()
+    }
+
+    /// The model names served by pools of `kind`, sorted.
+    pub fn models(&self, kind: PoolKind) -> Vec<String> {
+        let Ok(routes) = self.routes.read() else { return Vec::new() };
+        let mut models: Vec<String> = routes.iter().filter(|(_, r)| r.kind == kind).map(|(m, _)| m.clone()).collect();
+        models.sort();
+        models
     }
 
     pub fn pools(&self) -> Vec<PoolRoute> {
@@ -73,6 +97,12 @@ impl Gateway {
         let mut routes = HashMap::new();
         let Ok(mut queues) = self.queues.write() else { return Ok(()) };
         for (pool, specs) in loaded {
+            let kind = if pool.kind == "aligner" { PoolKind::Aligner } else { PoolKind::Llm };
+            let batch = (kind == PoolKind::Aligner).then(|| BatchSettings {
+                max_items: pool.batch_max_items.max(1) as usize,
+                max_audio_ms: pool.batch_max_audio_ms.max(1) as u64,
+                max_wait: Duration::from_millis(pool.batch_max_wait_ms.max(0) as u64),
+            });
             let settings = QueueSettings {
                 limits: QueueLimits {
                     max_per_tenant: pool.max_queue_per_tenant.max(1) as usize,
@@ -80,6 +110,7 @@ impl Gateway {
                 },
                 deadline: Duration::from_millis(pool.queue_deadline_ms.max(1) as u64),
                 eject_for: crate::actors::inference_queue::EJECT_FOR,
+                batch,
             };
             let queue = match queues.get_mut(&pool.id) {
                 Some((queue, applied)) => {
@@ -90,7 +121,13 @@ impl Gateway {
                     queue.clone()
                 }
                 None => {
-                    let queue = InferenceQueueHandle::start(specs.clone(), settings);
+                    let queue = if settings.batch.is_some() {
+                        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                        actix_rt::spawn(crate::workers::aligner::run_executor(self.http.clone(), pool.name.clone(), rx));
+                        InferenceQueueHandle::start_batching(specs.clone(), settings, tx)
+                    } else {
+                        InferenceQueueHandle::start(specs.clone(), settings)
+                    };
                     queues.insert(pool.id.clone(), (queue.clone(), specs.clone()));
                     queue
                 }
@@ -101,6 +138,7 @@ impl Gateway {
                     pool_name: pool.name.clone(),
                     queue: queue.clone(),
                     workers: specs.clone(),
+                    kind,
                 });
             }
         }

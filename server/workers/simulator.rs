@@ -6,6 +6,9 @@
 //! output token, a fixed number of concurrent sequences with a waiting queue), text derived
 //! deterministically from the prompt, and fault injection (error rate, hang, slow start, dying
 //! mid-stream).
+//!
+//! `--kind aligner` simulates a Qwen3-ForcedAligner worker instead (`align_simulator`): the batch
+//! contract of docs/aligner-contract.md with a batch latency model.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +32,17 @@ pub const SIMULATOR_LABEL: &str = "gatehouse-simulator";
 pub enum WorkerKind {
     /// OpenAI-compatible LLM server (vLLM-like).
     Llm,
+    /// Forced-alignment worker serving `POST /v1/align/batch`.
+    Aligner,
+}
+
+impl WorkerKind {
+    pub fn default_model(self) -> &'static str {
+        match self {
+            WorkerKind::Llm => "Qwen/Qwen2.5-7B-Instruct",
+            WorkerKind::Aligner => "Qwen/Qwen3-ForcedAligner-0.6B",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -39,8 +53,9 @@ pub struct SimulatorConfig {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:9100")]
     pub listen: String,
-    /// Model names served (repeatable).
-    #[arg(long = "model", default_value = "Qwen/Qwen2.5-7B-Instruct")]
+    /// Model names served (repeatable; default Qwen/Qwen2.5-7B-Instruct for llm,
+    /// Qwen/Qwen3-ForcedAligner-0.6B for aligner).
+    #[arg(long = "model")]
     pub models: Vec<String>,
     /// Time to first token, milliseconds.
     #[arg(long, default_value_t = 40)]
@@ -48,9 +63,20 @@ pub struct SimulatorConfig {
     /// Time per output token after the first, milliseconds.
     #[arg(long, default_value_t = 4)]
     pub tpot_ms: u64,
-    /// Sequences generated at once; further requests wait (vLLM's waiting queue).
+    /// Sequences generated at once (llm) or batches run at once (aligner); further requests
+    /// wait (vLLM's waiting queue).
     #[arg(long, default_value_t = 16)]
     pub max_concurrent: usize,
+    /// Aligner: fixed cost of one batch, milliseconds.
+    #[arg(long, default_value_t = 150)]
+    pub batch_ms: u64,
+    /// Aligner: cost per second of the batch's longest item, milliseconds (a batch is padded to
+    /// its longest item and its items run in parallel).
+    #[arg(long, default_value_t = 20)]
+    pub ms_per_audio_second: u64,
+    /// Aligner: most items accepted in one batch (more → 413).
+    #[arg(long, default_value_t = 64)]
+    pub max_batch_items: usize,
     /// Fraction of completion requests answered with a 500 (0.0..=1.0).
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
@@ -71,14 +97,27 @@ impl SimulatorConfig {
         SimulatorConfig {
             kind: WorkerKind::Llm,
             listen: listen.into(),
-            models: vec!["Qwen/Qwen2.5-7B-Instruct".into()],
+            models: vec![WorkerKind::Llm.default_model().into()],
             ttft_ms: 40,
             tpot_ms: 4,
             max_concurrent: 16,
+            batch_ms: 150,
+            ms_per_audio_second: 20,
+            max_batch_items: 64,
             error_rate: 0.0,
             hang: false,
             slow_start_ms: 0,
             die_after_tokens: None,
+        }
+    }
+
+    /// Aligner defaults: one batch at a time (one GPU), 150 ms + 20 ms per audio second.
+    pub fn aligner(listen: &str) -> SimulatorConfig {
+        SimulatorConfig {
+            kind: WorkerKind::Aligner,
+            models: vec![WorkerKind::Aligner.default_model().into()],
+            max_concurrent: 1,
+            ..SimulatorConfig::llm(listen)
         }
     }
 }
@@ -101,7 +140,13 @@ pub struct Simulator {
 
 impl Simulator {
     /// Binds and starts serving on the current actix/tokio runtime.
-    pub fn start(config: SimulatorConfig) -> anyhow::Result<Simulator> {
+    pub fn start(mut config: SimulatorConfig) -> anyhow::Result<Simulator> {
+        if config.models.is_empty() {
+            config.models.push(config.kind.default_model().into());
+        }
+        if config.kind == WorkerKind::Aligner {
+            return super::align_simulator::start(config);
+        }
         anyhow::ensure!((0.0..=1.0).contains(&config.error_rate), "--error-rate must be between 0 and 1");
         anyhow::ensure!(config.max_concurrent > 0, "--max-concurrent must be at least 1");
         let listener = TcpListener::bind(&config.listen).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

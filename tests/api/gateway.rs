@@ -39,8 +39,7 @@ async fn gateway_with_queue(
     let key = seed::api_key(&db, &tenant, "chat:completions models:read");
     let master = gatehouse::auth::seal::MasterKey::from_config(&gatehouse::config::Secret::new(TEST_MASTER_KEY)).unwrap();
     let mut conn = db.conn();
-    let req =
-        CreatePoolRequest { name: "qwen".into(), kind: "llm".into(), models: vec![MODEL.into()], queue_deadline_ms: Some(deadline_ms) };
+    let req = CreatePoolRequest { queue_deadline_ms: Some(deadline_ms), ..CreatePoolRequest::new("qwen", "llm", vec![MODEL.into()]) };
     gatehouse::service::workers::create_pool(&mut conn, &req, &Actor::cli()).unwrap();
     diesel::update(gatehouse::db::schema::worker_pools::table)
         .set(gatehouse::db::schema::worker_pools::max_queue_per_tenant.eq(per_tenant))

@@ -197,6 +197,7 @@ pub fn test_config(database_url: &str) -> Config {
     c.database.startup_timeout_s = 10;
     c.auth.master_key = Secret::new(TEST_MASTER_KEY);
     c.auth.pepper = Secret::new(TEST_PEPPER);
+    c.alignment.jobs_dir = std::env::temp_dir().join("gatehouse-test-jobs");
     c
 }
 

@@ -16,6 +16,7 @@ fn settings(max_per_tenant: usize, deadline_ms: u64) -> QueueSettings {
         limits: QueueLimits { max_per_tenant, max_total: 10_000 },
         deadline: Duration::from_millis(deadline_ms),
         eject_for: Duration::from_millis(300),
+        batch: None,
     }
 }
 

@@ -41,8 +41,7 @@ impl World {
         let key = seed::api_key(&db, &tenant, "chat:completions models:read");
         let master = gatehouse::auth::seal::MasterKey::from_config(&gatehouse::config::Secret::new(TEST_MASTER_KEY)).unwrap();
         let mut conn = db.conn();
-        let req =
-            CreatePoolRequest { name: "qwen".into(), kind: "llm".into(), models: vec![MODEL.into()], queue_deadline_ms: Some(30_000) };
+        let req = CreatePoolRequest { queue_deadline_ms: Some(30_000), ..CreatePoolRequest::new("qwen", "llm", vec![MODEL.into()]) };
         gatehouse::service::workers::create_pool(&mut conn, &req, &Actor::cli()).unwrap();
         diesel::update(gatehouse::db::schema::worker_pools::table)
             .set((

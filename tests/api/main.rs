@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alignments;
 mod bearer;
 mod cli_config;
 mod cli_tenant;
