@@ -25,6 +25,8 @@ pub const EJECT_AFTER_FAILURES: u32 = 3;
 /// Default rest of an ejected worker before one half-open probe request.
 pub const EJECT_FOR: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_millis(50);
+/// A worker's own load reading (vLLM's `/metrics`) counts for this long.
+const LOAD_REPORT_TTL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerSpec {
@@ -50,9 +52,30 @@ struct WorkerState {
     health: Health,
     /// Removed from the pool; kept only until its in-flight requests finish.
     removed: bool,
+    /// The worker's last load reading, if it exposes one.
+    reported: Option<LoadReading>,
+}
+
+/// Requests a worker said it was running or holding (vLLM's `num_requests_running` +
+/// `num_requests_waiting`), and how many of them were ours when it said so.
+#[derive(Debug, Clone, Copy)]
+struct LoadReading {
+    busy: u32,
+    ours_then: u32,
+    at: Instant,
 }
 
 impl WorkerState {
+    /// Outstanding work relative to slots: ours, plus what the worker reported beyond ours
+    /// (other gateways' requests, or work it still holds) while the reading is fresh.
+    fn load(&self, now: Instant) -> f64 {
+        let others = self
+            .reported
+            .filter(|r| now.saturating_duration_since(r.at) < LOAD_REPORT_TTL)
+            .map_or(0, |r| r.busy.saturating_sub(r.ours_then));
+        f64::from(self.outstanding + others) / f64::from(self.spec.slots.max(1))
+    }
+
     fn can_take(&self, now: Instant) -> bool {
         if self.spec.draining || self.outstanding >= self.spec.slots {
             return false;
@@ -205,7 +228,7 @@ impl InferenceQueue {
                     w.spec = spec;
                     w
                 }
-                None => WorkerState { spec, outstanding: 0, failures: 0, health: Health::Healthy, removed: false },
+                None => WorkerState { spec, outstanding: 0, failures: 0, health: Health::Healthy, removed: false, reported: None },
             };
             self.workers.push(state);
         }
@@ -219,16 +242,14 @@ impl InferenceQueue {
         }
     }
 
-    /// The worker with the least outstanding work relative to its slots.
+    /// The worker with the least outstanding work relative to its slots, counting what the
+    /// worker itself reports when it does.
     fn pick(&mut self, now: Instant) -> Option<usize> {
         self.workers
             .iter()
             .enumerate()
             .filter(|(_, w)| w.can_take(now))
-            .min_by(|(_, a), (_, b)| {
-                let load = |w: &WorkerState| f64::from(w.outstanding) / f64::from(w.spec.slots.max(1));
-                load(a).total_cmp(&load(b))
-            })
+            .min_by(|(_, a), (_, b)| a.load(now).total_cmp(&b.load(now)))
             .map(|(i, _)| i)
     }
 
@@ -469,6 +490,24 @@ impl Handler<HealthReport> for InferenceQueue {
     }
 }
 
+/// A worker's own load reading (None: it exposes none).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LoadReport {
+    worker_id: String,
+    busy: Option<u32>,
+}
+
+impl Handler<LoadReport> for InferenceQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: LoadReport, _: &mut Self::Context) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.spec.id == msg.worker_id) {
+            w.reported = msg.busy.map(|busy| LoadReading { busy, ours_then: w.outstanding, at: Instant::now() });
+        }
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "()")]
 struct SetWorkers(Vec<WorkerSpec>);
@@ -568,6 +607,11 @@ impl InferenceQueueHandle {
 
     pub fn report_health(&self, worker_id: String, healthy: bool) {
         self.addr.do_send(HealthReport { worker_id, healthy });
+    }
+
+    /// The worker's own count of requests running and waiting (vLLM's `/metrics`).
+    pub fn report_load(&self, worker_id: String, busy: Option<u32>) {
+        self.addr.do_send(LoadReport { worker_id, busy });
     }
 
     pub async fn status(&self) -> QueueStatus {

@@ -156,6 +156,9 @@ impl Gateway {
             for worker in &pool.workers {
                 let healthy = probe(http, worker).await;
                 pool.queue.report_health(worker.id.clone(), healthy);
+                if healthy && pool.kind == PoolKind::Llm {
+                    pool.queue.report_load(worker.id.clone(), scrape_load(http, worker).await);
+                }
             }
             let status = pool.queue.status().await;
             let mut seen = self.gauge_tenants.lock().map(|mut m| m.remove(&pool.pool_id).unwrap_or_default()).unwrap_or_default();
@@ -184,6 +187,38 @@ impl Gateway {
     }
 }
 
+/// The worker's running + waiting requests from its Prometheus `/metrics` (vLLM), or None when
+/// it exposes no such reading.
+async fn scrape_load(http: &reqwest::Client, worker: &WorkerSpec) -> Option<u32> {
+    let mut req = http.get(format!("{}/metrics", worker.base_url)).timeout(Duration::from_secs(1));
+    if let Some(key) = &worker.api_key {
+        req = req.bearer_auth(key);
+    }
+    let response = req.send().await.ok().filter(|r| r.status().is_success())?;
+    parse_vllm_load(&response.text().await.ok()?)
+}
+
+/// Sums `vllm:num_requests_running` and `vllm:num_requests_waiting` over their label sets
+/// (Prometheus text format); None when neither is present.
+pub fn parse_vllm_load(text: &str) -> Option<u32> {
+    let mut total = 0.0;
+    let mut found = false;
+    for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (name, rest) = match line.find('{') {
+            Some(open) => (&line[..open], line.rfind('}').map_or("", |close| &line[close + 1..])),
+            None => line.split_once(char::is_whitespace).unwrap_or((line, "")),
+        };
+        if name != "vllm:num_requests_running" && name != "vllm:num_requests_waiting" {
+            continue;
+        }
+        if let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite()) {
+            total += value.max(0.0);
+            found = true;
+        }
+    }
+    found.then(|| total.round().min(f64::from(u32::MAX)) as u32)
+}
+
 async fn probe(http: &reqwest::Client, worker: &WorkerSpec) -> bool {
     for path in ["/health", "/v1/models"] {
         let mut req = http.get(format!("{}{path}", worker.base_url)).timeout(Duration::from_secs(2));
@@ -197,4 +232,24 @@ async fn probe(http: &reqwest::Client, worker: &WorkerSpec) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_vllm_load;
+
+    #[test]
+    fn vllm_load_sums_running_and_waiting_over_label_sets() {
+        let text = "# HELP vllm:num_requests_running Number of requests currently running on GPU.\n\
+                    # TYPE vllm:num_requests_running gauge\n\
+                    vllm:num_requests_running{engine=\"0\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 3.0\n\
+                    vllm:num_requests_running{engine=\"1\",model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 2.0\n\
+                    vllm:num_requests_waiting{model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 4 1700000000000\n\
+                    vllm:num_requests_swapped 9\n\
+                    vllm:gpu_cache_usage_perc 0.5\n";
+        assert_eq!(parse_vllm_load(text), Some(9));
+        assert_eq!(parse_vllm_load("vllm:num_requests_waiting 0\n"), Some(0));
+        assert_eq!(parse_vllm_load("process_cpu_seconds_total 12\n"), None);
+        assert_eq!(parse_vllm_load("vllm:num_requests_running NaN\n"), None);
+    }
 }

@@ -301,3 +301,30 @@ async fn usage_is_rolled_up_per_minute_and_flushed_on_graceful_shutdown() {
     assert_eq!(completion, completion_tokens, "to the token");
     assert!(rows.iter().all(|r| r.0 == MODEL && r.2 > 0));
 }
+
+async fn simulator_requests(port: u16) -> u64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix("gatehouse_simulator_requests_total ")).unwrap().trim().parse().unwrap()
+}
+
+#[actix_web::test]
+async fn the_worker_whose_vllm_metrics_report_less_load_gets_the_requests() {
+    // Worker A is busy with requests from outside this gateway; its vLLM gauges say so.
+    let (busy, _a) = simulator(|c| c.tpot_ms = 1_000);
+    let (idle, _b) = simulator(|_| {});
+    let (app, key) = gateway(&[busy, idle], 5000, |_| {}).await;
+    let outside = reqwest::Client::new();
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let req = outside.post(format!("http://127.0.0.1:{busy}/v1/chat/completions")).json(&chat(false, false)).send();
+        held.push(actix_rt::spawn(req));
+    }
+    // The health loop reads /metrics every 2 s.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    for _ in 0..8 {
+        assert_eq!(post(&app, &key, &chat(false, false)).await.status(), 200);
+    }
+    assert_eq!(simulator_requests(idle).await, 8, "every request went to the worker that reported no load");
+    assert_eq!(simulator_requests(busy).await, 6, "only the outside requests reached the busy worker");
+    held.into_iter().for_each(|h| h.abort());
+}
