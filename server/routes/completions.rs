@@ -121,9 +121,13 @@ async fn proxy(
             });
         }
     }
+    // The body is forwarded as received unless Gatehouse must add to it (a default `max_tokens`,
+    // the usage chunk of a stream): most requests skip re-serialization.
+    let mut modified = false;
     let max_key = if obj.contains_key("max_completion_tokens") { "max_completion_tokens" } else { "max_tokens" };
     let max_tokens = match obj.get(max_key) {
         None | Some(Value::Null) => {
+            modified = true;
             obj.insert("max_tokens".into(), json!(policy.default_max_tokens));
             policy.default_max_tokens
         }
@@ -148,10 +152,11 @@ async fn proxy(
     }
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let client_wants_usage = obj.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
-    if stream {
+    if stream && !client_wants_usage {
+        modified = true;
         obj.insert("stream_options".into(), json!({ "include_usage": true }));
     }
-    let payload = Bytes::from(serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.into()))?);
+    let payload = if modified { Bytes::from(serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.into()))?) } else { body };
     let estimate = (chars / 4 + max_tokens as usize) as u64;
     let cost = estimate as f64;
 
@@ -380,6 +385,10 @@ impl Relay {
     /// client did not ask for usage. None = drop the line.
     fn rewrite(&mut self, line: &str) -> Option<String> {
         let Some(data) = line.strip_prefix("data: ") else { return Some(line.to_owned()) };
+        // Only chunks that mention usage need a look; the rest pass through unparsed.
+        if !data.contains("\"usage\"") {
+            return Some(line.to_owned());
+        }
         let Ok(mut v) = serde_json::from_str::<Value>(data) else { return Some(line.to_owned()) };
         let Some(obj) = v.as_object_mut() else { return Some(line.to_owned()) };
         if obj.get("usage").is_some_and(Value::is_object) {
