@@ -115,7 +115,7 @@ fn main() {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".into();
     config.database.url = Secret::new(url.clone());
-    config.auth.master_key = Secret::new("YmVuY2gtbWFzdGVyLWtleS1iZW5jaC1tYXN0ZXIta2V5IQ==");
+    config.auth.master_key = Secret::new("dGVzdC1tYXN0ZXIta2V5LXRlc3QtbWFzdGVyLWtleSE=");
     config.auth.pepper = Secret::new("bench-pepper-bench-pepper-bench-pepper-01");
     config.alignment.jobs_dir = jobs_dir.path().to_owned();
     config.log.filter = "warn".into();

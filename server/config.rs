@@ -65,6 +65,9 @@ impl Serialize for Secret {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Worker pools declared in the file (`[[pools]]`), applied at start-up.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolDeclaration>,
     pub server: ServerConfig,
     pub tls: TlsConfig,
     pub database: DatabaseConfig,
@@ -201,6 +204,43 @@ impl Default for UsageConfig {
     fn default() -> Self {
         UsageConfig { flush_interval_ms: 1000, events: false, quota_refresh_s: 30 }
     }
+}
+
+/// A worker pool declared in the config file. Applied at start-up (`serve`, `dev`): created or
+/// updated in the database with its workers; the API and CLI then refuse to change its workers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolDeclaration {
+    pub name: String,
+    /// `llm` (default) or `aligner`.
+    #[serde(default = "default_pool_kind")]
+    pub kind: String,
+    pub models: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_deadline_ms: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_max_items: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_max_audio_ms: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_max_wait_ms: Option<i32>,
+    #[serde(default)]
+    pub workers: Vec<WorkerDeclaration>,
+}
+
+fn default_pool_kind() -> String {
+    "llm".into()
+}
+
+/// A worker of a declared pool. Its upstream key comes from an environment variable, never the file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerDeclaration {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -401,6 +441,26 @@ impl Config {
                 }
             }
             (None, None) => {}
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.pools {
+            if !names.insert(p.name.as_str()) {
+                return Err(ConfigError::invalid("pools", format!("pool `{}` is declared twice", p.name)));
+            }
+            if p.kind != "llm" && p.kind != "aligner" {
+                return Err(ConfigError::invalid("pools", format!("pool `{}`: kind must be `llm` or `aligner`", p.name)));
+            }
+            if p.models.iter().all(|m| m.trim().is_empty()) {
+                return Err(ConfigError::invalid("pools", format!("pool `{}`: list at least one model", p.name)));
+            }
+            for w in &p.workers {
+                if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                    return Err(ConfigError::invalid("pools", format!("pool `{}`: worker url `{}` must be http(s)", p.name, w.url)));
+                }
+                if w.slots.is_some_and(|s| !(1..=4096).contains(&s)) {
+                    return Err(ConfigError::invalid("pools", format!("pool `{}`: worker slots must be between 1 and 4096", p.name)));
+                }
+            }
         }
         let al = &self.alignment;
         if !(10..=3600).contains(&al.max_duration_s) {

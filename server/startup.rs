@@ -78,6 +78,7 @@ impl Application {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .context("cannot build the outbound HTTP client")?;
+        apply_declared_pools(&db, &config, &auth).await?;
         let gateway = Arc::new(crate::workers::gateway::Gateway::new(http.clone()));
         if let Err(e) = gateway.refresh(&db, auth.master.clone()).await {
             tracing::warn!(error = %e, "worker pools not loaded yet");
@@ -186,6 +187,43 @@ fn security_headers(tls: bool) -> DefaultHeaders {
             "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
         ));
     if tls { headers.add(("Strict-Transport-Security", "max-age=63072000; includeSubDomains")) } else { headers }
+}
+
+/// Applies the config file's `[[pools]]` (skipped, with a warning, while migrations are pending:
+/// readiness reports that). A declaration the database refuses stops the start-up.
+async fn apply_declared_pools(db: &Db, config: &Config, auth: &AuthService) -> anyhow::Result<()> {
+    let declared = config.pools.clone();
+    let master = auth.master.clone();
+    let applied = db
+        .run(move |conn| {
+            if !crate::db::migrations::pending(conn)?.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(crate::service::workers::apply_declared_pools(
+                conn,
+                &master,
+                &declared,
+                &crate::service::Actor { id: "config".into(), ..crate::service::Actor::cli() },
+            )))
+        })
+        .await;
+    match applied {
+        Ok(Some(Ok(report))) => {
+            if report != Default::default() {
+                tracing::info!(created = ?report.created, updated = ?report.updated, deleted = ?report.deleted, "pools from the config file applied");
+            }
+            Ok(())
+        }
+        Ok(Some(Err(e))) => Err(anyhow::anyhow!("the config file's pools cannot be applied: {e}")),
+        Ok(None) => {
+            tracing::warn!("migrations pending: the config file's pools are not applied yet");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the config file's pools are not applied");
+            Ok(())
+        }
+    }
 }
 
 /// Background upkeep on the main runtime: key reloads, revocation polling, and hourly

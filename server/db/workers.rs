@@ -65,6 +65,50 @@ pub struct NewPool<'a> {
     pub batch_max_items: i32,
     pub batch_max_audio_ms: i32,
     pub batch_max_wait_ms: i32,
+    /// `api` or `config` (declared in the config file).
+    pub source: &'a str,
+}
+
+/// Rewrites a pool's settings (a config-file declaration applied again); id and name stay.
+pub fn update_pool(conn: &mut PgConnection, pool: &NewPool<'_>) -> QueryResult<Pool> {
+    diesel::update(worker_pools::table.find(pool.id))
+        .set((
+            worker_pools::models.eq(pool.models),
+            worker_pools::queue_deadline_ms.eq(pool.queue_deadline_ms),
+            worker_pools::batch_max_items.eq(pool.batch_max_items),
+            worker_pools::batch_max_audio_ms.eq(pool.batch_max_audio_ms),
+            worker_pools::batch_max_wait_ms.eq(pool.batch_max_wait_ms),
+            worker_pools::source.eq(pool.source),
+            worker_pools::updated_at.eq(Utc::now()),
+        ))
+        .returning(Pool::as_returning())
+        .get_result(conn)
+}
+
+pub fn delete_pool(conn: &mut PgConnection, id: &str) -> QueryResult<usize> {
+    diesel::delete(worker_pools::table.find(id)).execute(conn)
+}
+
+/// Every worker row of a pool, removed ones included.
+pub fn list_all_workers(conn: &mut PgConnection, pool_id: &str) -> QueryResult<Vec<Worker>> {
+    workers::table.filter(workers::pool_id.eq(pool_id)).order(workers::created_at).select(Worker::as_select()).load(conn)
+}
+
+/// Sets a worker's slots, key and state (a config-file declaration applied again).
+pub fn update_worker(conn: &mut PgConnection, id: &str, api_key_sealed: Option<&[u8]>, slots: i32, state: &str) -> QueryResult<Worker> {
+    diesel::update(workers::table.find(id))
+        .set((
+            workers::api_key_sealed.eq(api_key_sealed),
+            workers::slots.eq(slots),
+            workers::state.eq(state),
+            workers::updated_at.eq(Utc::now()),
+        ))
+        .returning(Worker::as_returning())
+        .get_result(conn)
+}
+
+pub fn find_pool_of_worker(conn: &mut PgConnection, worker_id: &str) -> QueryResult<Pool> {
+    worker_pools::table.inner_join(workers::table).filter(workers::id.eq(worker_id)).select(Pool::as_select()).first(conn)
 }
 
 pub fn insert_pool(conn: &mut PgConnection, pool: &NewPool<'_>) -> QueryResult<Pool> {

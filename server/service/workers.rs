@@ -116,7 +116,46 @@ pub fn worker_seal_context(id: &str) -> String {
     format!("worker_api_key:{id}")
 }
 
+/// A pool request's settings, checked and with defaults filled in.
+struct ValidPool {
+    models: Vec<String>,
+    deadline: i32,
+    batch_max_items: i32,
+    batch_max_audio_ms: i32,
+    batch_max_wait_ms: i32,
+}
+
+impl ValidPool {
+    fn row<'a>(&'a self, id: &'a str, req: &'a CreatePoolRequest, source: &'a str) -> workers::NewPool<'a> {
+        workers::NewPool {
+            id,
+            name: &req.name,
+            kind: &req.kind,
+            models: &self.models,
+            queue_deadline_ms: self.deadline,
+            batch_max_items: self.batch_max_items,
+            batch_max_audio_ms: self.batch_max_audio_ms,
+            batch_max_wait_ms: self.batch_max_wait_ms,
+            source,
+        }
+    }
+}
+
 pub fn create_pool(conn: &mut PgConnection, req: &CreatePoolRequest, actor: &Actor) -> Result<PoolResponse, ServiceError> {
+    let valid = validate_pool(req)?;
+    let id = PoolId::generate();
+    let new = valid.row(id.as_str(), req, "api");
+    conn.transaction(|conn| {
+        let pool = workers::insert_pool(conn, &new).map_err(|e| match DbError::from(e) {
+            DbError::Conflict(_) => ServiceError::Conflict(format!("a pool named `{}` already exists", req.name)),
+            other => other.into(),
+        })?;
+        audit::insert(conn, &actor.event("pool.create").target("pool", id.as_str()).details(serde_json::json!({ "models": new.models })))?;
+        pool_response(conn, pool)
+    })
+}
+
+fn validate_pool(req: &CreatePoolRequest) -> Result<ValidPool, ServiceError> {
     let name_ok = (1..=63).contains(&req.name.len())
         && req.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && req.name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
@@ -146,25 +185,126 @@ pub fn create_pool(conn: &mut PgConnection, req: &CreatePoolRequest, actor: &Act
     if !(0..=60_000).contains(&batch_max_wait_ms) {
         return Err(ServiceError::invalid("batch_max_wait_ms", "must be between 0 and 60000"));
     }
-    let id = PoolId::generate();
-    let new = workers::NewPool {
-        id: id.as_str(),
-        name: &req.name,
-        kind: &req.kind,
-        models: &models,
-        queue_deadline_ms: deadline,
-        batch_max_items,
-        batch_max_audio_ms,
-        batch_max_wait_ms,
-    };
+    Ok(ValidPool { models, deadline, batch_max_items, batch_max_audio_ms, batch_max_wait_ms })
+}
+
+/// What applying the config file's pools changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeclaredPools {
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub deleted: Vec<String>,
+}
+
+/// Makes the database match the pools declared in the config file (`[[pools]]`): creates or
+/// updates them and their workers (keys sealed like API-added ones), removes workers no longer
+/// listed, and deletes pools an earlier file declared that this one does not. A same-named pool
+/// made through the API is taken over. One transaction under an advisory lock, so instances
+/// starting together apply the file one after the other. Pools declared in the file refuse
+/// worker changes through the API and CLI (drain excepted), so the file stays the truth.
+pub fn apply_declared_pools(
+    conn: &mut PgConnection,
+    master: &MasterKey,
+    declared: &[crate::config::PoolDeclaration],
+    actor: &Actor,
+) -> Result<DeclaredPools, ServiceError> {
+    let mut checked = Vec::new();
+    for d in declared {
+        let req = CreatePoolRequest {
+            name: d.name.clone(),
+            kind: d.kind.clone(),
+            models: d.models.clone(),
+            queue_deadline_ms: d.queue_deadline_ms,
+            batch_max_items: d.batch_max_items,
+            batch_max_audio_ms: d.batch_max_audio_ms,
+            batch_max_wait_ms: d.batch_max_wait_ms,
+        };
+        let valid = validate_pool(&req).map_err(|e| ServiceError::invalid("pools", format!("pool `{}`: {e}", d.name)))?;
+        let mut workers = Vec::new();
+        for w in &d.workers {
+            let url = normalized_url(&w.url).map_err(|e| ServiceError::invalid("pools", format!("pool `{}`: {e}", d.name)))?;
+            let key = match &w.api_key_env {
+                Some(var) => Some(std::env::var(var).map_err(|_| {
+                    ServiceError::invalid("pools", format!("pool `{}`: worker {url}: environment variable {var} is not set", d.name))
+                })?),
+                None => None,
+            };
+            workers.push((url, w.slots.unwrap_or(8), key));
+        }
+        checked.push((req, valid, workers));
+    }
     conn.transaction(|conn| {
-        let pool = workers::insert_pool(conn, &new).map_err(|e| match DbError::from(e) {
-            DbError::Conflict(_) => ServiceError::Conflict(format!("a pool named `{}` already exists", req.name)),
-            other => other.into(),
-        })?;
-        audit::insert(conn, &actor.event("pool.create").target("pool", id.as_str()).details(serde_json::json!({ "models": models })))?;
-        pool_response(conn, pool)
+        diesel::RunQueryDsl::execute(diesel::sql_query("SELECT pg_advisory_xact_lock(7366253001)"), conn)?;
+        let mut report = DeclaredPools::default();
+        let existing = workers::list_pools(conn)?;
+        for (req, valid, declared_workers) in &checked {
+            let pool = match existing.iter().find(|p| p.name == req.name) {
+                Some(p) if p.kind != req.kind => {
+                    return Err(ServiceError::invalid(
+                        "pools",
+                        format!("pool `{}` exists with kind `{}`; a pool's kind cannot change", p.name, p.kind),
+                    ));
+                }
+                Some(p) => {
+                    let pool = workers::update_pool(conn, &valid.row(&p.id, req, "config"))?;
+                    report.updated.push(pool.name.clone());
+                    pool
+                }
+                None => {
+                    let id = PoolId::generate();
+                    let pool = workers::insert_pool(conn, &valid.row(id.as_str(), req, "config"))?;
+                    audit::insert(
+                        conn,
+                        &actor.event("pool.create").target("pool", id.as_str()).details(serde_json::json!({ "source": "config" })),
+                    )?;
+                    report.created.push(pool.name.clone());
+                    pool
+                }
+            };
+            let rows = workers::list_all_workers(conn, &pool.id)?;
+            for (url, slots, key) in declared_workers {
+                let (id, state) = match rows.iter().find(|w| &w.base_url == url) {
+                    // A drained worker stays drained until the operator resumes it.
+                    Some(w) => (w.id.clone(), if w.state == "draining" { "draining" } else { "active" }),
+                    None => (WorkerId::generate().to_string(), "active"),
+                };
+                let sealed = match key {
+                    Some(k) => {
+                        Some(master.seal(k.as_bytes(), &worker_seal_context(&id)).map_err(|e| ServiceError::Db(DbError::Other(e.into())))?)
+                    }
+                    None => None,
+                };
+                if rows.iter().any(|w| w.id == id) {
+                    workers::update_worker(conn, &id, sealed.as_deref(), *slots, state)?;
+                } else {
+                    workers::insert_worker(conn, &id, &pool.id, url, sealed.as_deref(), *slots)?;
+                }
+            }
+            for gone in rows.iter().filter(|w| w.state != "removed" && !declared_workers.iter().any(|(u, _, _)| u == &w.base_url)) {
+                workers::set_worker_state(conn, &gone.id, "removed")?;
+            }
+        }
+        for stale in existing.iter().filter(|p| p.source == "config" && !checked.iter().any(|(r, _, _)| r.name == p.name)) {
+            workers::delete_pool(conn, &stale.id)?;
+            audit::insert(conn, &actor.event("pool.delete").target("pool", &stale.id).details(serde_json::json!({ "source": "config" })))?;
+            report.deleted.push(stale.name.clone());
+        }
+        Ok(report)
     })
+}
+
+fn normalized_url(raw: &str) -> Result<String, String> {
+    let url = raw.trim().trim_end_matches('/');
+    let parsed =
+        url.parse::<actix_web::http::Uri>().ok().filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+    match parsed {
+        Some(_) => Ok(url.to_owned()),
+        None => Err(format!("`{raw}` is not an http(s) URL such as http://10.0.0.5:8000")),
+    }
+}
+
+fn declared_in_config(pool: &Pool) -> ServiceError {
+    ServiceError::Conflict(format!("pool `{}` is declared in the config file; change its workers there", pool.name))
 }
 
 pub fn list_pools(conn: &mut PgConnection) -> Result<Vec<PoolResponse>, ServiceError> {
@@ -179,12 +319,9 @@ pub fn add_worker(
     req: &AddWorkerRequest,
     actor: &Actor,
 ) -> Result<WorkerResponse, ServiceError> {
-    let url = req.base_url.trim().trim_end_matches('/');
-    let parsed =
-        url.parse::<actix_web::http::Uri>().ok().filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-    if parsed.is_none() {
-        return Err(ServiceError::invalid("base_url", "must be an http(s) URL such as http://10.0.0.5:8000"));
-    }
+    let url = normalized_url(&req.base_url)
+        .map_err(|_| ServiceError::invalid("base_url", "must be an http(s) URL such as http://10.0.0.5:8000"))?;
+    let url = url.as_str();
     let slots = req.slots.unwrap_or(8);
     if !(1..=4096).contains(&slots) {
         return Err(ServiceError::invalid("slots", "must be between 1 and 4096"));
@@ -193,6 +330,9 @@ pub fn add_worker(
         diesel::result::Error::NotFound => ServiceError::NotFound(format!("no pool named `{pool_name}`")),
         other => other.into(),
     })?;
+    if pool.source == "config" {
+        return Err(declared_in_config(&pool));
+    }
     let id = WorkerId::generate();
     let sealed = match req.api_key.as_deref().filter(|k| !k.is_empty()) {
         Some(key) => {
@@ -218,6 +358,13 @@ pub fn add_worker(
 pub fn set_worker_state(conn: &mut PgConnection, raw_id: &str, state: &'static str, actor: &Actor) -> Result<WorkerResponse, ServiceError> {
     let id = WorkerId::parse(raw_id).map_err(|_| ServiceError::NotFound("worker not found".into()))?;
     conn.transaction(|conn| {
+        if state == "removed" {
+            match workers::find_pool_of_worker(conn, id.as_str()) {
+                Ok(pool) if pool.source == "config" => return Err(declared_in_config(&pool)),
+                Ok(_) | Err(diesel::result::Error::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let worker = workers::set_worker_state(conn, id.as_str(), state).map_err(|e| match e {
             diesel::result::Error::NotFound => ServiceError::NotFound("worker not found".into()),
             other => other.into(),
