@@ -368,6 +368,10 @@ impl Relay {
     fn take_events(&mut self) -> Option<Bytes> {
         let end = find_last(&self.buffer, b"\n\n")? + 2;
         let complete: Vec<u8> = self.buffer.drain(..end).collect();
+        if find_last(&complete, b"\"usage\"").is_none() {
+            // Nothing to record or strip: relay the bytes as they came.
+            return Some(Bytes::from(complete));
+        }
         let text = String::from_utf8_lossy(&complete).into_owned();
         let mut out = String::with_capacity(text.len());
         for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {

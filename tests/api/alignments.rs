@@ -386,3 +386,39 @@ async fn jobs_are_idempotent_cancellable_and_private_to_their_tenant() {
     assert!(after["result"].is_null());
     assert_eq!(w.app.get_with("/v1/audio/alignments/jobs/job_0000000000000000000000", &w.key).await.status(), 404);
 }
+
+#[actix_web::test]
+async fn one_bad_item_fails_only_itself_within_its_batch() {
+    use gatehouse::actors::inference_queue::{BatchSettings, InferenceQueueHandle, QueueSettings, WorkerSpec};
+    use gatehouse::workers::aligner::{AlignItem, ItemResult};
+    let (port, _sim) = aligner(|_| {});
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    actix_rt::spawn(gatehouse::workers::aligner::run_executor(reqwest::Client::new(), "align".into(), rx));
+    let settings = QueueSettings {
+        limits: gatehouse::scheduler::QueueLimits { max_per_tenant: 100, max_total: 100 },
+        deadline: Duration::from_secs(10),
+        eject_for: Duration::from_secs(10),
+        batch: Some(BatchSettings { max_items: 8, max_audio_ms: 600_000, max_wait: Duration::from_millis(200) }),
+    };
+    let worker = WorkerSpec { id: "w".into(), base_url: format!("http://127.0.0.1:{port}"), api_key: None, slots: 1, draining: false };
+    let queue = InferenceQueueHandle::start_batching(vec![worker], settings, tx);
+    // The route would refuse a bad language; here the item goes straight to the queue so the
+    // worker's per-item error is what is tested.
+    let item = |language: &'static str| AlignItem {
+        model: MODEL.into(),
+        wav: gatehouse::audio::decode(&wav(1.0, 16_000, 1), &Default::default()).unwrap().to_wav().into(),
+        text: "hello world".into(),
+        language,
+        audio_ms: 1_000,
+    };
+    let tenant = TenantId::generate();
+    let (good, bad) = futures_util::join!(
+        queue.align(tenant.clone(), 1, gatehouse::scheduler::Priority::Normal, item("English")),
+        queue.align(tenant.clone(), 1, gatehouse::scheduler::Priority::Normal, item("Klingon")),
+    );
+    let (good, bad) = (good.unwrap(), bad.unwrap());
+    assert_eq!((good.batch_size, bad.batch_size), (2, 2), "both went in one batch");
+    assert!(matches!(good.result, ItemResult::Aligned { ref items, .. } if items.len() == 2));
+    assert!(matches!(bad.result, ItemResult::Refused { ref code, .. } if code == "unsupported_language"));
+    assert_eq!(received(port).await, (1, 2, 2));
+}
