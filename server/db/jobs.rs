@@ -98,20 +98,31 @@ pub fn cancel(conn: &mut PgConnection, tenant: &TenantId, id: &str, expires_at: 
     })
 }
 
-/// Claims the oldest runnable job: queued, or running with no heartbeat for `stale_s` seconds
-/// (its instance stopped). Marks it running and counts the attempt.
+#[derive(QueryableByName)]
+struct ClaimedId {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+}
+
+/// Claims a runnable job: queued, or running with no heartbeat for `stale_s` seconds (its
+/// instance stopped). Tenants with the fewest jobs running go first, then the oldest job, so one
+/// tenant's pile of jobs does not hold the runners from everyone else's. Marks it running and
+/// counts the attempt (the count fences off an earlier runner of the same job).
 pub fn claim(conn: &mut PgConnection, stale_s: i64) -> QueryResult<Option<Job>> {
     conn.transaction(|conn| {
         let stale = Utc::now() - chrono::Duration::seconds(stale_s);
-        let Some(id) = jobs::table
-            .filter(jobs::status.eq("queued").or(jobs::status.eq("running").and(jobs::updated_at.lt(stale))))
-            .order(jobs::created_at)
-            .select(jobs::id)
-            .for_update()
-            .skip_locked()
-            .first::<String>(conn)
-            .optional()?
-        else {
+        let picked = diesel::sql_query(
+            "SELECT j.id FROM jobs j \
+             WHERE j.status = 'queued' OR (j.status = 'running' AND j.updated_at < $1) \
+             ORDER BY (SELECT count(*) FROM jobs r \
+                       WHERE r.tenant_id = j.tenant_id AND r.status = 'running' AND r.updated_at >= $1), \
+                      j.created_at \
+             LIMIT 1 FOR UPDATE OF j SKIP LOCKED",
+        )
+        .bind::<diesel::sql_types::Timestamptz, _>(stale)
+        .get_result::<ClaimedId>(conn)
+        .optional()?;
+        let Some(ClaimedId { id }) = picked else {
             return Ok(None);
         };
         diesel::update(jobs::table.filter(jobs::id.eq(&id)))

@@ -422,3 +422,41 @@ async fn one_bad_item_fails_only_itself_within_its_batch() {
     assert!(matches!(bad.result, ItemResult::Refused { ref code, .. } if code == "unsupported_language"));
     assert_eq!(received(port).await, (1, 2, 2));
 }
+
+#[actix_web::test]
+async fn job_runners_serve_the_tenant_with_fewer_jobs_running_first() {
+    let (port, _sim) = aligner(|c| c.batch_ms = 300);
+    let w = world(&[port], 16, 0, |c| {
+        c.alignment.max_duration_s = 10;
+        c.alignment.job_concurrency = 2;
+    })
+    .await;
+    let other = seed::tenant(&w.app.db, "Other");
+    let other_key = seed::api_key(&w.app.db, &other, "audio:align");
+    let audio = wav(25.0, 16_000, 1);
+    let words = long_words(50);
+    let submit = |key: String| {
+        let form = form(audio.clone(), "a.wav", &words, "en");
+        let r = w.app.client.post(w.app.url("/v1/audio/alignments/jobs")).bearer_auth(key).multipart(form).send();
+        async move { r.await.unwrap().json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned() }
+    };
+    // Acme queues three jobs, then Other one: with two runners Other's job must not wait for
+    // all of Acme's.
+    let mut acme = Vec::new();
+    for _ in 0..3 {
+        acme.push(submit(w.key.clone()).await);
+    }
+    let theirs = submit(other_key.clone()).await;
+    let (app, key) = (&w.app, &w.key);
+    assert!(
+        eventually(Duration::from_secs(40), || async { job_status(app, &other_key, &theirs).await["status"] == "succeeded" }).await,
+        "the other tenant's job finishes"
+    );
+    let started = |id: &str| {
+        use gatehouse::db::schema::jobs::dsl as j;
+        j::jobs.filter(j::id.eq(id)).select(j::started_at).first::<Option<chrono::DateTime<chrono::Utc>>>(&mut w.app.db.conn()).unwrap()
+    };
+    let third = started(&acme[2]);
+    assert!(third.is_none() || third > started(&theirs), "Acme's third job started after the other tenant's job");
+    assert!(eventually(Duration::from_secs(40), || async { job_status(app, key, &acme[2]).await["status"] == "succeeded" }).await);
+}
