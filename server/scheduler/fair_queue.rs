@@ -157,8 +157,14 @@ impl<K: Clone + Eq + Hash, T> FairQueue<K, T> {
             .min_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)))
             .map(|(k, start, _)| (k.clone(), start))?;
         let (key, start) = tenant;
-        let queue = self.tenants.get_mut(&key)?;
-        let job = queue.classes.iter_mut().find_map(VecDeque::pop_front)?;
+        let class = self.tenants.get(&key)?.classes.iter().position(|c| !c.is_empty())?;
+        self.take(&key, start, class, 0)
+    }
+
+    /// Removes job `index` of `class` from `key`'s queue and charges the tenant for it.
+    fn take(&mut self, key: &K, start: f64, class: usize, index: usize) -> Option<Queued<K, T>> {
+        let queue = self.tenants.get_mut(key)?;
+        let job = queue.classes[class].remove(index)?;
         queue.len -= 1;
         queue.last_finish = start + job.cost / queue.weight;
         self.virtual_time = start;
@@ -188,15 +194,7 @@ impl<K: Clone + Eq + Hash, T> FairQueue<K, T> {
             })
             .min_by(|a, b| a.1.total_cmp(&b.1).then(a.4.cmp(&b.4)))
             .map(|(k, start, class, index, _)| (k.clone(), start, class, index))?;
-        let queue = self.tenants.get_mut(&key)?;
-        let job = queue.classes[class].remove(index)?;
-        queue.len -= 1;
-        queue.last_finish = start + job.cost / queue.weight;
-        self.virtual_time = start;
-        self.total -= 1;
-        let v = self.virtual_time;
-        self.tenants.retain(|_, q| q.len > 0 || q.last_finish > v);
-        Some(job)
+        self.take(&key, start, class, index)
     }
 
     /// When the longest-waiting job was queued.

@@ -78,13 +78,7 @@ async fn health(sim: web::Data<AlignSim>) -> HttpResponse {
 
 async fn models(sim: web::Data<AlignSim>) -> HttpResponse {
     hang_if(&sim).await;
-    let data: Vec<Value> = sim
-        .config
-        .models
-        .iter()
-        .map(|m| json!({ "id": m, "object": "model", "created": 1_700_000_000, "owned_by": SIMULATOR_LABEL }))
-        .collect();
-    HttpResponse::Ok().json(json!({ "object": "list", "data": data }))
+    super::simulator::models_response(&sim.config.models)
 }
 
 async fn metrics(sim: web::Data<AlignSim>) -> HttpResponse {

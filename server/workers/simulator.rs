@@ -192,12 +192,13 @@ async fn health(sim: web::Data<Sim>) -> HttpResponse {
 
 async fn models(sim: web::Data<Sim>) -> HttpResponse {
     hang_if(&sim).await;
-    let data: Vec<Value> = sim
-        .config
-        .models
-        .iter()
-        .map(|m| json!({ "id": m, "object": "model", "created": 1_700_000_000, "owned_by": SIMULATOR_LABEL }))
-        .collect();
+    models_response(&sim.config.models)
+}
+
+/// `GET /v1/models` of a simulator: its models, owned by the simulator label.
+pub(super) fn models_response(models: &[String]) -> HttpResponse {
+    let data: Vec<Value> =
+        models.iter().map(|m| json!({ "id": m, "object": "model", "created": 1_700_000_000, "owned_by": SIMULATOR_LABEL })).collect();
     HttpResponse::Ok().json(json!({ "object": "list", "data": data }))
 }
 
