@@ -120,6 +120,9 @@ impl Application {
                 .default_service(web::to(crate::routes::not_found))
         })
         .shutdown_timeout(config.server.shutdown_timeout_s)
+        // Relayed SSE events are small writes: without TCP_NODELAY, Nagle holds each one until the
+        // client ACKs the previous, which a delayed ACK makes ~40 ms.
+        .tcp_nodelay(true)
         .keep_alive(Duration::from_secs(config.server.keep_alive_s))
         .client_request_timeout(Duration::from_millis(config.server.client_request_timeout_ms))
         .disable_signals();

@@ -251,7 +251,7 @@ async fn proxy(
         }
         return Ok(HttpResponse::build(StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY))
             .content_type("application/json")
-            .body(bytes.to_vec()));
+            .body(bytes));
     }
 
     usage.status = 200;

@@ -58,6 +58,7 @@ pub(super) fn start(config: SimulatorConfig) -> anyhow::Result<Simulator> {
             .route("/v1/align/batch", web::post().to(align_batch))
     })
     .workers(2)
+    .tcp_nodelay(true)
     .disable_signals()
     .shutdown_timeout(1)
     .listen(listener)?

@@ -171,6 +171,7 @@ impl Simulator {
                 .route("/v1/completions", web::post().to(|s, b| complete(s, b, Endpoint::Text)))
         })
         .workers(2)
+        .tcp_nodelay(true)
         .disable_signals()
         .shutdown_timeout(1)
         .listen(listener)?
