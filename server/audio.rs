@@ -1703,31 +1703,4 @@ mod tests {
         assert_eq!(AudioFormat::M4a.name(), "m4a");
         assert_eq!(AudioLimits::default().max_bytes, 25 * 1024 * 1024);
     }
-
-    /// Release-mode timing of 300 s inputs: `cargo test --release -- --ignored --nocapture timing`.
-    #[test]
-    #[ignore]
-    fn timing_300s() {
-        let dir = tempfile::tempdir().unwrap();
-        let wav = wav_bytes(44_100, 2, &speechlike(44_100, 2, 300.0));
-        let path = dir.path().join("long.wav");
-        std::fs::write(&path, &wav).unwrap();
-        let mut inputs = vec![("wav 44.1k stereo", wav)];
-        inputs.extend(ffmpeg(&path, dir.path(), "long.mp3", &["-b:a", "128k"]).map(|b| ("mp3 128k", b)));
-        inputs.extend(ffmpeg(&path, dir.path(), "long.flac", &[]).map(|b| ("flac", b)));
-        inputs.extend(ffmpeg(&path, dir.path(), "long.ogg", &["-c:a", "libvorbis"]).map(|b| ("ogg vorbis", b)));
-        inputs.extend(ffmpeg(&path, dir.path(), "long.m4a", &["-c:a", "aac"]).map(|b| ("m4a aac", b)));
-        inputs.extend(ffmpeg(&path, dir.path(), "long.opus", &[]).map(|b| ("ogg opus", b)));
-        let limits = AudioLimits { max_bytes: usize::MAX, max_duration_ms: 301_000, ..AudioLimits::default() };
-        for (name, bytes) in inputs {
-            let mut best = std::time::Duration::MAX;
-            for _ in 0..3 {
-                let start = std::time::Instant::now();
-                let audio = decode(&bytes, &limits).unwrap();
-                best = best.min(start.elapsed());
-                assert!(audio.duration_ms().abs_diff(300_000) < 100);
-            }
-            println!("{name}: {} bytes decoded in {best:?} (best of 3)", bytes.len());
-        }
-    }
 }

@@ -98,6 +98,11 @@ async fn post(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
     app.client.post(app.url("/v1/chat/completions")).bearer_auth(key).json(body).send().await.unwrap()
 }
 
+/// A management-API call with a JSON body (`PUT` or `PATCH`).
+async fn send_json(app: &TestApp, method: reqwest::Method, path: &str, token: &str, body: &Value) -> reqwest::Response {
+    app.client.request(method, app.url(path)).bearer_auth(token).json(body).send().await.unwrap()
+}
+
 fn redis_prefix() -> String {
     format!("gh-test-{}", gatehouse::domain::random_base62(10))
 }
@@ -201,34 +206,34 @@ async fn a_limit_change_applies_without_restart() {
         assert_eq!(post(&app, &world.key, &chat(5, false)).await.status(), 200);
     }
     // Contradictory and negative values are refused, naming the field.
-    let bad = app
-        .client
-        .put(app.url(&format!("/api/v1/plans/{plan}")))
-        .bearer_auth(&operator)
-        .json(&json!({ "name": plan, "requests_per_minute": -1 }))
-        .send()
-        .await
-        .unwrap();
+    let bad = send_json(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/api/v1/plans/{plan}"),
+        &operator,
+        &json!({ "name": plan, "requests_per_minute": -1 }),
+    )
+    .await;
     assert_eq!(bad.status(), 422);
     assert!(bad.text().await.unwrap().contains("requests_per_minute"));
-    let bad = app
-        .client
-        .put(app.url(&format!("/api/v1/plans/{plan}")))
-        .bearer_auth(&operator)
-        .json(&json!({ "name": plan, "monthly_token_quota": 10, "monthly_token_soft_quota": 20 }))
-        .send()
-        .await
-        .unwrap();
+    let bad = send_json(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/api/v1/plans/{plan}"),
+        &operator,
+        &json!({ "name": plan, "monthly_token_quota": 10, "monthly_token_soft_quota": 20 }),
+    )
+    .await;
     assert_eq!(bad.status(), 422);
     assert!(bad.text().await.unwrap().contains("monthly_token_soft_quota"));
-    let ok = app
-        .client
-        .put(app.url(&format!("/api/v1/plans/{plan}")))
-        .bearer_auth(&operator)
-        .json(&json!({ "name": plan, "requests_per_minute": 3 }))
-        .send()
-        .await
-        .unwrap();
+    let ok = send_json(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/api/v1/plans/{plan}"),
+        &operator,
+        &json!({ "name": plan, "requests_per_minute": 3 }),
+    )
+    .await;
     assert_eq!(ok.status(), 200);
     // This instance dropped its cached plan at once (others within 5 s). Unlimited requests were
     // not counted, so of four more, exactly one passes the new limit of 3 per minute.
@@ -288,33 +293,27 @@ async fn prompt_deny_patterns_refuse_before_queueing() {
     let world = World::new();
     let app = TestApp::spawn_on(world.db.share(), |_| {}).await;
     let admin = seed::admin_token(&app.db, &world.tenant);
-    let set = app
-        .client
-        .patch(app.url(&format!("/api/v1/tenants/{}", world.tenant)))
-        .bearer_auth(&admin)
-        .json(&json!({ "prompt_deny_patterns": ["secret\\s+project", "(unclosed"] }))
-        .send()
-        .await
-        .unwrap();
+    let set = send_json(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/api/v1/tenants/{}", world.tenant),
+        &admin,
+        &json!({ "prompt_deny_patterns": ["secret\\s+project", "(unclosed"] }),
+    )
+    .await;
     assert_eq!(set.status(), 422, "an invalid pattern is refused");
-    let set = app
-        .client
-        .patch(app.url(&format!("/api/v1/tenants/{}", world.tenant)))
-        .bearer_auth(&admin)
-        .json(&json!({ "prompt_deny_patterns": ["secret\\s+project"] }))
-        .send()
-        .await
-        .unwrap();
+    let set = send_json(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/api/v1/tenants/{}", world.tenant),
+        &admin,
+        &json!({ "prompt_deny_patterns": ["secret\\s+project"] }),
+    )
+    .await;
     assert_eq!(set.status(), 200);
     // A tenant admin may not change the plan.
-    let plan = app
-        .client
-        .patch(app.url(&format!("/api/v1/tenants/{}", world.tenant)))
-        .bearer_auth(&admin)
-        .json(&json!({ "plan": "default" }))
-        .send()
-        .await
-        .unwrap();
+    let plan =
+        send_json(&app, reqwest::Method::PATCH, &format!("/api/v1/tenants/{}", world.tenant), &admin, &json!({ "plan": "default" })).await;
     assert_eq!(plan.status(), 403);
     let mut body = chat(5, false);
     body["messages"][0]["content"] = json!("tell me about the SECRET   Project");
@@ -411,24 +410,24 @@ async fn usage_and_limits_are_confined_to_the_tenant() {
         assert_eq!(app.get_with(&path, &other_admin).await.status(), 404, "{path}");
     }
     assert_eq!(app.get_with(&format!("/api/v1/usage/export?period={period}"), &other_admin).await.status(), 403);
-    let r = app
-        .client
-        .put(app.url(&format!("/api/v1/tenants/{}/api-keys/{}/limits", world.tenant, world.key_id())))
-        .bearer_auth(&other_admin)
-        .json(&json!({ "requests_per_minute": 1 }))
-        .send()
-        .await
-        .unwrap();
+    let r = send_json(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/api/v1/tenants/{}/api-keys/{}/limits", world.tenant, world.key_id()),
+        &other_admin,
+        &json!({ "requests_per_minute": 1 }),
+    )
+    .await;
     assert_eq!(r.status(), 404);
     // Nor through its own tenant id: the key is not its.
-    let r = app
-        .client
-        .put(app.url(&format!("/api/v1/tenants/{}/api-keys/{}/limits", other, world.key_id())))
-        .bearer_auth(&other_admin)
-        .json(&json!({ "requests_per_minute": 1 }))
-        .send()
-        .await
-        .unwrap();
+    let r = send_json(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/api/v1/tenants/{}/api-keys/{}/limits", other, world.key_id()),
+        &other_admin,
+        &json!({ "requests_per_minute": 1 }),
+    )
+    .await;
     assert_eq!(r.status(), 404);
     assert_eq!(post(&app, &world.key, &chat(5, false)).await.status(), 200);
 }
