@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Gateway overhead, measured side by side in one run: the same worker simulator called directly,
 # through a plain nginx reverse proxy (the floor of one proxy hop), and through Gatehouse (API-key
-# auth, validation, fair scheduling, relay). The simulator answers with no model latency
-# (--ttft-ms 0 --tpot-ms 0) so what remains is the proxies' cost. Non-streaming and streaming
-# (for a stream wrk's latency is the whole stream, which here is also the time to first byte).
-# Prints a markdown table: p50/p99 latency and requests/s at concurrency 1, 32 and 64, and the
-# latency Gatehouse and nginx add over calling the simulator directly.
-#   DURATION (default 10s), TEST_DATABASE_URL as in ops/test.sh
+# auth, validation, fair scheduling, relay). Two upstreams, each a table: a simulator whose
+# model takes 1 ms per answer (--ttft-ms 1: the fastest a worker could plausibly answer), and one
+# that answers at once (--ttft-ms 0), where only the proxies' own CPU cost remains. Tokens
+# stream with no delay (--tpot-ms 0), so a stream's whole time is also its time to first byte.
+# Non-streaming and streaming. Each table: p50/p99 latency and requests/s at concurrency 1, 32
+# and 64, and the latency Gatehouse and nginx add over calling the simulator directly.
+#   DURATION (default 10s), GATEHOUSE_WORKERS (server.workers, default 0 = one per core),
+#   TEST_DATABASE_URL as in ops/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=ops/lib/provision.sh
@@ -22,7 +24,8 @@ ADMIN=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DB="gh_bench_gw_$$"
 WORK=$(mktemp -d)
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-SIM_PORT=$(free_port); NGINX_PORT=$(free_port); GH_PORT=$(free_port)
+SIM_PORT=$(free_port); SIM0_PORT=$(free_port); NGINX_PORT=$(free_port); NGINX0_PORT=$(free_port); GH_PORT=$(free_port)
+MODEL=Qwen/Qwen2.5-7B-Instruct MODEL0=bench/no-latency
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -33,7 +36,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN" simulate-worker --kind llm --listen "127.0.0.1:$SIM_PORT" --ttft-ms 0 --tpot-ms 0 --max-concurrent 1024 2>"$WORK/sim.log" &
+"$BIN" simulate-worker --kind llm --listen "127.0.0.1:$SIM_PORT" --model "$MODEL" --ttft-ms 1 --tpot-ms 0 --max-concurrent 1024 2>"$WORK/sim.log" &
+PIDS+=($!)
+"$BIN" simulate-worker --kind llm --listen "127.0.0.1:$SIM0_PORT" --model "$MODEL0" --ttft-ms 0 --tpot-ms 0 --max-concurrent 1024 2>"$WORK/sim0.log" &
 PIDS+=($!)
 
 cat >"$WORK/nginx.conf" <<NGINX
@@ -46,15 +51,21 @@ http {
   client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy; fastcgi_temp_path $WORK/fcgi;
   uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
   upstream sim { server 127.0.0.1:$SIM_PORT; keepalive 128; }
+  upstream sim0 { server 127.0.0.1:$SIM0_PORT; keepalive 128; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
     location / { proxy_pass http://sim; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+  server {
+    listen 127.0.0.1:$NGINX0_PORT;
+    location / { proxy_pass http://sim0; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
   }
 }
 NGINX
 "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -g "user $(id -un);" 2>"$WORK/nginx.log"
 
 export DATABASE_URL="${ADMIN%/*}/$DB"
+export GATEHOUSE__SERVER__WORKERS=${GATEHOUSE_WORKERS:-0}
 export GATEHOUSE__SERVER__LISTEN="127.0.0.1:$GH_PORT" GATEHOUSE__AUTH__ISSUER="http://127.0.0.1:$GH_PORT" GATEHOUSE__LOG__FILTER=warn
 export GATEHOUSE__AUTH__MASTER_KEY=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
 export GATEHOUSE__AUTH__PEPPER=$(python3 -c 'import secrets; print(secrets.token_urlsafe(40))')
@@ -62,12 +73,14 @@ psql "$ADMIN" -qAtc "CREATE DATABASE $DB" >/dev/null
 "$BIN" migrate >/dev/null
 "$BIN" tenant create --name Bench --json >/dev/null
 KEY=$("$BIN" api-key create --tenant bench --name bench --scopes "chat:completions" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
-"$BIN" pool add --name bench --model Qwen/Qwen2.5-7B-Instruct --json >/dev/null
+"$BIN" pool add --name bench --model "$MODEL" --json >/dev/null
 "$BIN" worker add --pool bench --url "http://127.0.0.1:$SIM_PORT" --slots 1024 --json >/dev/null
+"$BIN" pool add --name bench0 --model "$MODEL0" --json >/dev/null
+"$BIN" worker add --pool bench0 --url "http://127.0.0.1:$SIM0_PORT" --slots 1024 --json >/dev/null
 psql "$DATABASE_URL" -qAtc "UPDATE worker_pools SET max_queue_per_tenant = 100000, max_queue_total = 100000" >/dev/null
 "$BIN" serve 2>"$WORK/gatehouse.log" &
 PIDS+=($!)
-for port in "$SIM_PORT" "$GH_PORT"; do
+for port in "$SIM_PORT" "$SIM0_PORT" "$GH_PORT"; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 || curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
@@ -88,28 +101,40 @@ print(f"{ms('50'):.3f} {ms('99'):.3f} {rps:.0f} {errors}")
 PY
 }
 
-PLAIN='{"model":"Qwen/Qwen2.5-7B-Instruct","messages":[{"role":"user","content":"hello there"}],"max_tokens":16}'
-STREAM='{"model":"Qwen/Qwen2.5-7B-Instruct","messages":[{"role":"user","content":"hello there"}],"max_tokens":16,"stream":true}'
+body() { # MODEL STREAM
+  printf '{"model":"%s","messages":[{"role":"user","content":"hello there"}],"max_tokens":16,"stream":%s}' "$1" "$2"
+}
 # Warm up every path (connections, caches).
-for url in "http://127.0.0.1:$SIM_PORT" "http://127.0.0.1:$NGINX_PORT" "http://127.0.0.1:$GH_PORT"; do
-  AUTH="$KEY" BODY="$PLAIN" wrk -t1 -c8 -d2s -s ops/bench/post.lua "$url/v1/chat/completions" >/dev/null
+for target in "$SIM_PORT $MODEL" "$NGINX_PORT $MODEL" "$GH_PORT $MODEL" "$SIM0_PORT $MODEL0" "$NGINX0_PORT $MODEL0" "$GH_PORT $MODEL0"; do
+  read -r port model <<<"$target"
+  AUTH="$KEY" BODY="$(body "$model" false)" wrk -t1 -c8 -d2s -s ops/bench/post.lua "http://127.0.0.1:$port/v1/chat/completions" >/dev/null
 done
 
-echo "| mode | concurrency | direct p50 / p99 ms | nginx p50 / p99 ms | gatehouse p50 / p99 ms | added p50 / p99 ms nginx | added p50 / p99 ms gatehouse | rps direct / nginx / gatehouse | gatehouse / direct rps | non-200 |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
-for mode in plain stream; do
-  body=$PLAIN; [ "$mode" = stream ] && body=$STREAM
-  for c in 1 32 64; do
-    read -r d50 d99 drps derr <<<"$(run "http://127.0.0.1:$SIM_PORT" "" "$body" "$c")"
-    read -r n50 n99 nrps nerr <<<"$(run "http://127.0.0.1:$NGINX_PORT" "" "$body" "$c")"
-    read -r g50 g99 grps gerr <<<"$(run "http://127.0.0.1:$GH_PORT" "$KEY" "$body" "$c")"
-    python3 - "$mode" "$c" "$d50" "$d99" "$drps" "$n50" "$n99" "$nrps" "$g50" "$g99" "$grps" "$((derr + nerr + gerr))" <<'PY'
+# table TITLE SIM_PORT NGINX_PORT MODEL
+table() {
+  echo
+  echo "$1"
+  echo
+  echo "| mode | concurrency | direct p50 / p99 ms | nginx p50 / p99 ms | gatehouse p50 / p99 ms | added p50 / p99 ms nginx | added p50 / p99 ms gatehouse | rps direct / nginx / gatehouse | nginx / direct rps | gatehouse / direct rps | non-200 |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  for mode in plain stream; do
+    local b
+    b=$(body "$4" "$([ "$mode" = stream ] && echo true || echo false)")
+    for c in 1 32 64; do
+      read -r d50 d99 drps derr <<<"$(run "http://127.0.0.1:$2" "" "$b" "$c")"
+      read -r n50 n99 nrps nerr <<<"$(run "http://127.0.0.1:$3" "" "$b" "$c")"
+      read -r g50 g99 grps gerr <<<"$(run "http://127.0.0.1:$GH_PORT" "$KEY" "$b" "$c")"
+      python3 - "$mode" "$c" "$d50" "$d99" "$drps" "$n50" "$n99" "$nrps" "$g50" "$g99" "$grps" "$((derr + nerr + gerr))" <<'PY'
 import sys
 mode, c, d50, d99, drps, n50, n99, nrps, g50, g99, grps, err = sys.argv[1:]
 f = lambda x: float(x)
 print(f"| {mode} | {c} | {f(d50):.2f} / {f(d99):.2f} | {f(n50):.2f} / {f(n99):.2f} | {f(g50):.2f} / {f(g99):.2f} "
       f"| {f(n50)-f(d50):.2f} / {f(n99)-f(d99):.2f} | {f(g50)-f(d50):.2f} / {f(g99)-f(d99):.2f} "
-      f"| {drps} / {nrps} / {grps} | {f(grps)/f(drps):.2f} | {err} |")
+      f"| {drps} / {nrps} / {grps} | {f(nrps)/f(drps):.2f} | {f(grps)/f(drps):.2f} | {err} |")
 PY
+    done
   done
-done
+}
+
+table "Upstream model latency 1 ms (simulator --ttft-ms 1)" "$SIM_PORT" "$NGINX_PORT" "$MODEL"
+table "No upstream latency (simulator --ttft-ms 0): the proxies' own cost" "$SIM0_PORT" "$NGINX0_PORT" "$MODEL0"

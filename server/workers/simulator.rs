@@ -372,7 +372,7 @@ async fn complete(sim: web::Data<Sim>, body: web::Bytes, endpoint: Endpoint) -> 
     let per_token = Duration::from_millis(sim.config.tpot_ms);
 
     if !req.stream {
-        tokio::time::sleep(first_delay + per_token * (completion_tokens.saturating_sub(1) as u32)).await;
+        pause(first_delay + per_token * (completion_tokens.saturating_sub(1) as u32)).await;
         sim.generation_tokens.fetch_add(completion_tokens, Ordering::Relaxed);
         drop(guard);
         let text = words.join(" ");
@@ -437,7 +437,7 @@ async fn complete(sim: web::Data<Sim>, body: web::Bytes, endpoint: Endpoint) -> 
     }
     let body = stream::unfold((events.into_iter(), guard), |(mut events, guard)| async move {
         let (delay, event) = events.next()?;
-        tokio::time::sleep(delay).await;
+        pause(delay).await;
         let item = match event {
             Event::Token(bytes) => {
                 guard.sim.generation_tokens.fetch_add(1, Ordering::Relaxed);
@@ -474,6 +474,14 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.sim.running.fetch_sub(1, Ordering::Relaxed);
         self.sim.slots.add_permits(1);
+    }
+}
+
+/// Waits `delay`; no wait at all for zero (a zero `tokio::time::sleep` still waits for the next
+/// timer tick, about a millisecond, which would put a floor under every simulated answer).
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
 }
 
