@@ -73,11 +73,7 @@ impl Application {
         let audit = AuditLog::start(db.clone());
         let trusted_proxies = config.server.trusted_proxies.iter().filter_map(|c| crate::domain::parse_cidr(c)).collect();
         let config = Arc::new(config);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .context("cannot build the outbound HTTP client")?;
+        let http = crate::state::WorkerHttp::build().context("cannot build the outbound HTTP client")?;
         apply_declared_pools(&db, &config, &auth).await?;
         let gateway = Arc::new(crate::workers::gateway::Gateway::new(http.clone()));
         if let Err(e) = gateway.refresh(&db, auth.master.clone()).await {
@@ -107,8 +103,14 @@ impl Application {
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             let security_headers = security_headers(tls);
+            // Runs once per worker thread: each gets its own upstream client.
+            let worker_http = crate::state::WorkerHttp::build().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "per-worker HTTP client not built; sharing the process client");
+                app_state.http.clone()
+            });
             App::new()
                 .app_data(app_state.clone())
+                .app_data(web::Data::new(crate::state::WorkerHttp(worker_http)))
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(web::JsonConfig::default().limit(max_body).error_handler(move |e, _| crate::error::json_error(e, max_body)))
                 .app_data(web::FormConfig::default().limit(max_body))

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::HttpRequest;
 use ipnet::IpNet;
@@ -11,6 +12,19 @@ use crate::audit_log::AuditLog;
 use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::db::Db;
+
+/// The outbound HTTP client of one server worker thread. A client's connections are driven by
+/// tasks on the thread that opened them, so each worker thread keeps its own: a relayed request
+/// and its upstream connection stay on one thread, with no cross-thread wake-up per frame.
+#[derive(Clone)]
+pub struct WorkerHttp(pub reqwest::Client);
+
+impl WorkerHttp {
+    /// How Gatehouse calls workers: short connect timeout, idle connections kept a minute.
+    pub fn build() -> reqwest::Result<reqwest::Client> {
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).pool_idle_timeout(Duration::from_secs(60)).build()
+    }
+}
 
 pub struct AppState {
     pub db: Db,

@@ -222,13 +222,17 @@ fn lock(book: &Book) -> std::sync::MutexGuard<'_, HashMap<String, TenantBook>> {
 type Key = (DateTime<Utc>, String, String, String);
 
 enum Command {
-    Record(UsageEvent),
     Flush(oneshot::Sender<()>),
 }
+
+/// Finished requests' events, waiting for the accountant's next tick. A shared buffer rather
+/// than a message each: recording a request wakes no other thread.
+type Inbox = Arc<Mutex<Vec<UsageEvent>>>;
 
 #[derive(Clone)]
 pub struct QuotaAccountant {
     tx: mpsc::UnboundedSender<Command>,
+    inbox: Inbox,
     book: Book,
     db: Db,
     writes: Arc<AtomicU64>,
@@ -238,8 +242,10 @@ impl QuotaAccountant {
     pub fn start(db: Db, config: &UsageConfig) -> QuotaAccountant {
         let (tx, rx) = mpsc::unbounded_channel();
         let book: Book = Arc::default();
+        let inbox: Inbox = Arc::default();
         let writes = Arc::new(AtomicU64::new(0));
         let task = Task {
+            inbox: inbox.clone(),
             writes: writes.clone(),
             db: db.clone(),
             book: book.clone(),
@@ -251,7 +257,7 @@ impl QuotaAccountant {
             last_refresh: Instant::now(),
         };
         tokio::spawn(task.run(rx));
-        QuotaAccountant { tx, book, db, writes }
+        QuotaAccountant { tx, inbox, book, db, writes }
     }
 
     /// Usage write statements issued so far (one per flush with anything to write).
@@ -261,10 +267,12 @@ impl QuotaAccountant {
 
     /// Never blocks (callable from `Drop`).
     pub fn record(&self, event: UsageEvent) {
-        lock(&self.book).entry(event.tenant_id.clone()).or_default().unflushed += event.amounts();
-        if self.tx.send(Command::Record(event)).is_err() {
+        if self.tx.is_closed() {
             tracing::error!("usage accountant has stopped; usage not recorded");
+            return;
         }
+        lock(&self.book).entry(event.tenant_id.clone()).or_default().unflushed += event.amounts();
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).push(event);
     }
 
     /// Writes everything recorded so far.
@@ -395,6 +403,7 @@ async fn load_period_totals(
 }
 
 struct Task {
+    inbox: Inbox,
     writes: Arc<AtomicU64>,
     db: Db,
     book: Book,
@@ -413,11 +422,7 @@ impl Task {
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(Command::Record(e)) => self.add(e),
                     Some(Command::Flush(ack)) => {
-                        while let Ok(Command::Record(e)) = rx.try_recv() {
-                            self.add(e);
-                        }
                         self.flush().await;
                         let _ = ack.send(());
                     }
@@ -456,6 +461,8 @@ impl Task {
     /// One multi-row upsert for everything pending (kept for the next interval if it fails),
     /// then the flushed amounts move from `unflushed` to `committed` in the quota book.
     async fn flush(&mut self) {
+        let events = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|p| p.into_inner()));
+        events.into_iter().for_each(|e| self.add(e));
         if self.pending.is_empty() {
             return;
         }

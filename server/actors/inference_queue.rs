@@ -11,6 +11,7 @@
 //! sends it to the worker and fans the results back. The actor only moves the jobs' handles.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -44,9 +45,24 @@ pub enum Health {
     HalfOpen { probing: bool },
 }
 
+/// A worker's identity and address as grants hand them out (shared, not copied per request).
+#[derive(Debug)]
+struct Target {
+    id: Arc<str>,
+    base_url: Arc<str>,
+    api_key: Option<Arc<str>>,
+}
+
+impl Target {
+    fn of(spec: &WorkerSpec) -> Target {
+        Target { id: spec.id.as_str().into(), base_url: spec.base_url.as_str().into(), api_key: spec.api_key.as_deref().map(Into::into) }
+    }
+}
+
 #[derive(Debug)]
 struct WorkerState {
     spec: WorkerSpec,
+    target: Target,
     outstanding: u32,
     failures: u32,
     health: Health,
@@ -113,9 +129,9 @@ pub enum Outcome {
 
 /// A worker slot, held while the request runs. Dropping it returns the slot as `Abandoned`.
 pub struct Grant {
-    pub worker_id: String,
-    pub base_url: String,
-    pub api_key: Option<String>,
+    pub worker_id: Arc<str>,
+    pub base_url: Arc<str>,
+    pub api_key: Option<Arc<str>>,
     pub waited: Duration,
     addr: Option<Addr<InferenceQueue>>,
 }
@@ -225,10 +241,19 @@ impl InferenceQueue {
         for spec in specs {
             let state = match old.remove(&spec.id) {
                 Some(mut w) => {
+                    w.target = Target::of(&spec);
                     w.spec = spec;
                     w
                 }
-                None => WorkerState { spec, outstanding: 0, failures: 0, health: Health::Healthy, removed: false, reported: None },
+                None => WorkerState {
+                    target: Target::of(&spec),
+                    spec,
+                    outstanding: 0,
+                    failures: 0,
+                    health: Health::Healthy,
+                    removed: false,
+                    reported: None,
+                },
             };
             self.workers.push(state);
         }
@@ -261,9 +286,9 @@ impl InferenceQueue {
             worker.health = Health::HalfOpen { probing: true };
         }
         Grant {
-            worker_id: worker.spec.id.clone(),
-            base_url: worker.spec.base_url.clone(),
-            api_key: worker.spec.api_key.clone(),
+            worker_id: worker.target.id.clone(),
+            base_url: worker.target.base_url.clone(),
+            api_key: worker.target.api_key.clone(),
             waited,
             addr: Some(ctx.address()),
         }
@@ -272,7 +297,7 @@ impl InferenceQueue {
     /// Gives back a slot that was never used (its requester went away).
     fn untake_slot(&mut self, mut grant: Grant) {
         grant.addr = None;
-        if let Some(worker) = self.workers.iter_mut().find(|w| w.spec.id == grant.worker_id) {
+        if let Some(worker) = self.workers.iter_mut().find(|w| w.target.id == grant.worker_id) {
             worker.outstanding = worker.outstanding.saturating_sub(1);
             if let Health::HalfOpen { probing: true } = worker.health {
                 worker.health = Health::HalfOpen { probing: false };
@@ -398,8 +423,10 @@ impl Actor for InferenceQueue {
     }
 }
 
+/// A request for a slot or a job to batch. It has no reply of its own: a refusal (queue full)
+/// goes back through the waiter's channel like a grant, so a request costs one message.
 #[derive(Message)]
-#[rtype(result = "Result<(), QueueError>")]
+#[rtype(result = "()")]
 struct Enqueue {
     tenant: TenantId,
     weight: u32,
@@ -409,25 +436,22 @@ struct Enqueue {
 }
 
 impl Handler<Enqueue> for InferenceQueue {
-    type Result = Result<(), QueueError>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) {
         let now = Instant::now();
-        self.queue.push(msg.tenant, msg.weight, msg.priority, msg.cost, msg.waiter, now, now + self.settings.deadline).map_err(
-            |(why, _)| match why {
-                crate::scheduler::Admission::TenantFull => QueueError::TenantQueueFull,
-                _ => QueueError::QueueFull,
-            },
-        )?;
-        self.dispatch(ctx);
-        Ok(())
+        match self.queue.push(msg.tenant, msg.weight, msg.priority, msg.cost, msg.waiter, now, now + self.settings.deadline) {
+            Ok(()) => self.dispatch(ctx),
+            Err((crate::scheduler::Admission::TenantFull, waiter)) => waiter.refuse(QueueError::TenantQueueFull),
+            Err((_, waiter)) => waiter.refuse(QueueError::QueueFull),
+        }
     }
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Release {
-    worker_id: String,
+    worker_id: Arc<str>,
     outcome: Outcome,
 }
 
@@ -435,7 +459,7 @@ impl Handler<Release> for InferenceQueue {
     type Result = ();
 
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
-        if let Some(w) = self.workers.iter_mut().find(|w| w.spec.id == msg.worker_id) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.target.id == msg.worker_id) {
             w.outstanding = w.outstanding.saturating_sub(1);
             match msg.outcome {
                 Outcome::Success => {
@@ -583,7 +607,7 @@ impl InferenceQueueHandle {
     /// Waits (up to the pool's queue deadline) for a worker slot, in fair order across tenants.
     pub async fn acquire(&self, tenant: TenantId, weight: u32, priority: Priority, cost: f64) -> Result<Grant, QueueError> {
         let (reply, granted) = oneshot::channel();
-        self.addr.send(Enqueue { tenant, weight, priority, cost, waiter: Waiter::Slot(reply) }).await.map_err(|_| QueueError::Closed)??;
+        self.enqueue(Enqueue { tenant, weight, priority, cost, waiter: Waiter::Slot(reply) });
         granted.await.map_err(|_| QueueError::Closed)?
     }
 
@@ -593,12 +617,18 @@ impl InferenceQueueHandle {
         let (reply, done) = oneshot::channel();
         let cost = item.audio_ms as f64 / 1000.0;
         let waiter = Waiter::Batch(BatchEntry { item, reply, waited: Duration::ZERO });
-        self.addr
-            .send(Enqueue { tenant, weight, priority, cost, waiter })
-            .await
-            .map_err(|_| AlignFailure::Queue(QueueError::Closed))?
-            .map_err(AlignFailure::Queue)?;
+        self.enqueue(Enqueue { tenant, weight, priority, cost, waiter });
         done.await.map_err(|_| AlignFailure::Queue(QueueError::Closed))?
+    }
+
+    /// Puts the request in the actor's mailbox; a full mailbox (the actor is behind by its
+    /// capacity) refuses it at once as a full queue, and a stopped actor as closed.
+    fn enqueue(&self, msg: Enqueue) {
+        match self.addr.try_send(msg) {
+            Ok(()) => {}
+            Err(SendError::Full(msg)) => msg.waiter.refuse(QueueError::QueueFull),
+            Err(SendError::Closed(msg)) => msg.waiter.refuse(QueueError::Closed),
+        }
     }
 
     pub fn set_workers(&self, workers: Vec<WorkerSpec>) {

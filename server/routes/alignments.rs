@@ -132,7 +132,7 @@ pub struct Checked {
     pub audio: Audio,
     pub text: String,
     pub language: &'static Language,
-    pub route: PoolRoute,
+    pub route: Arc<PoolRoute>,
     pub model: String,
     pub policy: Arc<TenantPolicy>,
 }

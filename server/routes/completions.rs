@@ -5,12 +5,14 @@
 //! disconnects drops the relay, which cancels the upstream request and returns the slot. Every
 //! finished request yields a usage record, rolled up per minute by the `UsageSink`.
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
-use actix_web::web::Bytes;
+use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpResponse, web};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 
 use crate::actors::inference_queue::{Grant, Outcome, QueueError};
@@ -19,8 +21,9 @@ use crate::error::ApiError;
 use crate::extract::Principal;
 use crate::limits::{Admission, CounterState, Demand};
 use crate::scheduler::Priority;
-use crate::state::AppState;
+use crate::state::{AppState, WorkerHttp};
 use crate::usage::{Amounts, QuotaHold};
+use crate::workers::gateway::{PoolKind, PoolRoute};
 
 /// Time allowed for a worker's whole answer (non-streaming) or between stream chunks.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(300);
@@ -66,20 +69,22 @@ fn prompt_text(v: &Value, out: &mut String) {
 pub async fn post_chat_completions(
     principal: Principal,
     state: web::Data<AppState>,
+    http: Option<web::Data<WorkerHttp>>,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> HttpResponse {
     let mut states = Vec::new();
-    let result = proxy(Endpoint::Chat, principal, state, body, &mut states).await;
+    let result = proxy(Endpoint::Chat, principal, state, http, body, &mut states).await;
     crate::limits::respond(result, &states)
 }
 
 pub async fn post_completions(
     principal: Principal,
     state: web::Data<AppState>,
+    http: Option<web::Data<WorkerHttp>>,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> HttpResponse {
     let mut states = Vec::new();
-    let result = proxy(Endpoint::Text, principal, state, body, &mut states).await;
+    let result = proxy(Endpoint::Text, principal, state, http, body, &mut states).await;
     crate::limits::respond(result, &states)
 }
 
@@ -87,6 +92,7 @@ async fn proxy(
     endpoint: Endpoint,
     principal: Principal,
     state: web::Data<AppState>,
+    http: Option<web::Data<WorkerHttp>>,
     body: Result<web::Bytes, actix_web::Error>,
     limit_states: &mut Vec<CounterState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -112,7 +118,7 @@ async fn proxy(
 
     let policy = crate::policy::tenant_policy(&state, &principal.tenant_id).await?;
     let not_found = || ApiError::NotFound(format!("The model `{model}` does not exist or you do not have access to it."));
-    let route = state.gateway.route(&model).filter(|_| policy.allows(&model)).ok_or_else(not_found)?;
+    let route = state.gateway.route(&model).filter(|r| r.kind == PoolKind::Llm && policy.allows(&model)).ok_or_else(not_found)?;
     if let Some(limit) = policy.max_prompt_chars {
         if chars > limit {
             return Err(ApiError::Validation {
@@ -173,8 +179,8 @@ async fn proxy(
         state: state.clone(),
         tenant: principal.tenant_id.clone(),
         credential: principal.credential_id.clone(),
-        model: model.clone(),
-        pool: route.pool_name.clone(),
+        model,
+        route: route.clone(),
         started,
         queue_wait: Duration::ZERO,
         prompt_tokens: 0,
@@ -192,12 +198,13 @@ async fn proxy(
         attempts += 1;
         let grant = route.queue.acquire(principal.tenant_id.clone(), policy.weight, Priority::Normal, cost).await.map_err(queue_error)?;
         usage.queue_wait += grant.waited;
-        metrics::histogram!("gatehouse_queue_wait_seconds", "pool" => route.pool_name.clone()).record(grant.waited.as_secs_f64());
-        let mut req = state
-            .http
-            .post(format!("{}{}", grant.base_url, endpoint.path()))
-            .header("content-type", "application/json")
-            .body(payload.clone());
+        if let Some(m) = &route.metrics {
+            m.queue_wait.record(grant.waited.as_secs_f64());
+        }
+        // This worker thread's client (the process-wide one where an application has none).
+        let client = http.as_ref().map_or(&state.http, |h| &h.0);
+        let mut req =
+            client.post(format!("{}{}", grant.base_url, endpoint.path())).header("content-type", "application/json").body(payload.clone());
         if let Some(key) = &grant.api_key {
             req = req.bearer_auth(key);
         }
@@ -257,7 +264,7 @@ async fn proxy(
     usage.status = 200;
     let relay = Relay {
         upstream: Box::pin(response.bytes_stream()),
-        buffer: Vec::new(),
+        buffer: BytesMut::new(),
         strip_usage: !client_wants_usage,
         grant: Some(grant),
         usage,
@@ -308,10 +315,23 @@ pub(crate) fn queue_error(e: QueueError) -> ApiError {
 
 type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>>>>;
 
-/// Relays SSE events as they complete; drops the usage chunk the client did not ask for.
+/// Upstream frames already received are relayed together, up to this many bytes a write.
+const GATHER_MAX_BYTES: usize = 64 * 1024;
+
+/// What one pull from the worker's stream brought.
+enum Pulled {
+    /// More bytes (possibly no complete event yet).
+    Data,
+    /// The stream ended after whatever was pulled.
+    End,
+    /// The stream broke (or stalled past the timeout) after whatever was pulled.
+    Failed,
+}
+
+/// Relays SSE events as they complete; drops the usage the client did not ask for.
 struct Relay {
     upstream: ByteStream,
-    buffer: Vec<u8>,
+    buffer: BytesMut,
     strip_usage: bool,
     grant: Option<Grant>,
     usage: UsageRecord,
@@ -321,80 +341,115 @@ struct Relay {
 
 impl Relay {
     async fn next_chunk(&mut self) -> Option<Bytes> {
-        loop {
-            if self.done {
-                return None;
-            }
-            if let Some(out) = self.take_events() {
-                if !out.is_empty() {
-                    return Some(out);
-                }
-                continue;
-            }
-            match tokio::time::timeout(UPSTREAM_TIMEOUT, self.upstream.next()).await {
-                Ok(Some(Ok(bytes))) => {
-                    if !self.first_byte_seen {
-                        self.first_byte_seen = true;
-                        metrics::histogram!("gatehouse_time_to_first_token_seconds", "pool" => self.usage.pool.clone(), "model" => self.usage.model.clone())
-                            .record(self.usage.started.elapsed().as_secs_f64());
+        while !self.done {
+            match self.pull().await {
+                Pulled::Data => {
+                    if let Some(out) = self.take_events().filter(|out| !out.is_empty()) {
+                        return Some(out);
                     }
-                    self.buffer.extend_from_slice(&bytes)
                 }
-                Ok(None) => {
+                Pulled::End => {
                     self.done = true;
                     if let Some(g) = self.grant.take() {
                         g.finish(Outcome::Success);
                     }
-                    let rest = std::mem::take(&mut self.buffer);
-                    return (!rest.is_empty()).then(|| Bytes::from(rest));
+                    let mut out = BytesMut::from(self.take_events().unwrap_or_default());
+                    out.extend_from_slice(&std::mem::take(&mut self.buffer));
+                    return (!out.is_empty()).then(|| out.freeze());
                 }
-                Ok(Some(Err(_))) | Err(_) => {
-                    // The worker died mid-stream: end the client's stream with an error event.
+                Pulled::Failed => {
+                    // The worker died mid-stream: relay the events that did arrive, then end the
+                    // client's stream with an error event.
                     self.done = true;
                     if let Some(g) = self.grant.take() {
                         g.finish(Outcome::WorkerFailure);
                     }
                     self.usage.status = 502;
-                    upstream_error(&self.usage.pool, "stream");
+                    upstream_error(&self.usage.route.pool_name, "stream");
+                    let mut out = BytesMut::from(self.take_events().unwrap_or_default());
                     let event = json!({ "error": { "message": "the model worker failed mid-stream", "type": "server_error", "param": null, "code": "upstream_error" } });
-                    return Some(Bytes::from(format!("data: {event}\n\n")));
+                    out.extend_from_slice(format!("data: {event}\n\n").as_bytes());
+                    return Some(out.freeze());
                 }
             }
         }
+        None
+    }
+
+    /// Waits for the worker's next frame, then takes the frames that are ready at once (a fast
+    /// worker sends many events in one TCP segment; hyper hands them over a frame at a time):
+    /// they leave in one write instead of a write each. Nothing waits for data not yet there.
+    async fn pull(&mut self) -> Pulled {
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, self.upstream.next()).await {
+            Ok(Some(Ok(bytes))) => {
+                if !self.first_byte_seen {
+                    self.first_byte_seen = true;
+                    if let Some(m) = &self.usage.route.metrics {
+                        m.time_to_first_token.record(self.usage.started.elapsed().as_secs_f64());
+                    }
+                }
+                self.buffer.extend_from_slice(&bytes);
+            }
+            Ok(None) => return Pulled::End,
+            Ok(Some(Err(_))) | Err(_) => return Pulled::Failed,
+        }
+        while self.buffer.len() < GATHER_MAX_BYTES {
+            // Let the connection task decode what it has already read, then look without waiting.
+            tokio::task::yield_now().await;
+            match self.upstream.next().now_or_never() {
+                Some(Some(Ok(bytes))) => self.buffer.extend_from_slice(&bytes),
+                Some(None) => return Pulled::End,
+                Some(Some(Err(_))) => return Pulled::Failed,
+                None => break,
+            }
+        }
+        Pulled::Data
     }
 
     /// Complete events in the buffer, rewritten as needed (possibly to nothing); None when no
     /// event is complete yet.
     fn take_events(&mut self) -> Option<Bytes> {
         let end = find_last(&self.buffer, b"\n\n")? + 2;
-        let complete: Vec<u8> = self.buffer.drain(..end).collect();
+        let complete = self.buffer.split_to(end).freeze();
         if find_last(&complete, b"\"usage\"").is_none() {
             // Nothing to record or strip: relay the bytes as they came.
-            return Some(Bytes::from(complete));
+            return Some(complete);
         }
-        let text = String::from_utf8_lossy(&complete).into_owned();
+        let text = String::from_utf8_lossy(&complete);
         let mut out = String::with_capacity(text.len());
         for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
-            let lines: Vec<String> = event.lines().filter_map(|l| self.rewrite(l)).collect();
-            if lines.is_empty() {
-                continue;
+            let mut kept = 0;
+            for line in event.lines() {
+                if let Some(line) = self.rewrite(line) {
+                    if kept > 0 {
+                        out.push('\n');
+                    }
+                    out.push_str(&line);
+                    kept += 1;
+                }
             }
-            out.push_str(&lines.join("\n"));
-            out.push_str("\n\n");
+            if kept > 0 {
+                out.push_str("\n\n");
+            }
         }
         Some(Bytes::from(out))
     }
 
     /// One SSE line: records usage; drops the usage-only chunk and `usage: null` fields when the
     /// client did not ask for usage. None = drop the line.
-    fn rewrite(&mut self, line: &str) -> Option<String> {
-        let Some(data) = line.strip_prefix("data: ") else { return Some(line.to_owned()) };
+    fn rewrite<'a>(&mut self, line: &'a str) -> Option<Cow<'a, str>> {
+        let Some(data) = line.strip_prefix("data: ") else { return Some(Cow::Borrowed(line)) };
         // Only chunks that mention usage need a look; the rest pass through unparsed.
         if !data.contains("\"usage\"") {
-            return Some(line.to_owned());
+            return Some(Cow::Borrowed(line));
         }
-        let Ok(mut v) = serde_json::from_str::<Value>(data) else { return Some(line.to_owned()) };
-        let Some(obj) = v.as_object_mut() else { return Some(line.to_owned()) };
+        // Every chunk but the last carries `"usage":null` (the worker was asked for usage): cut
+        // it without a parse when it is the object's last member, as vLLM writes it.
+        if let Some(kept) = without_trailing_null_usage(line) {
+            return Some(if self.strip_usage { Cow::Owned(kept) } else { Cow::Borrowed(line) });
+        }
+        let Ok(mut v) = serde_json::from_str::<Value>(data) else { return Some(Cow::Borrowed(line)) };
+        let Some(obj) = v.as_object_mut() else { return Some(Cow::Borrowed(line)) };
         if obj.get("usage").is_some_and(Value::is_object) {
             self.usage.take(&obj["usage"]);
             if self.strip_usage && obj.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty) {
@@ -402,10 +457,26 @@ impl Relay {
             }
         }
         if self.strip_usage && obj.remove("usage").is_some() {
-            return Some(format!("data: {v}"));
+            return Some(Cow::Owned(format!("data: {v}")));
         }
-        Some(line.to_owned())
+        Some(Cow::Borrowed(line))
     }
+}
+
+/// `line` without a trailing `, "usage": null` member of its top-level JSON object (any JSON
+/// whitespace around the tokens), or None when it does not end so. The member is top-level:
+/// the line's last `}` follows it directly, so no other object closes between them; and a
+/// `,` before an unescaped `"` can only stand between members, never inside a string.
+fn without_trailing_null_usage(line: &str) -> Option<String> {
+    let ws = |s: &str| s.trim_end_matches([' ', '\t', '\r', '\n']).len();
+    let mut rest = &line[..ws(line)];
+    rest = rest.strip_suffix('}')?;
+    let close = rest.len();
+    rest = rest[..ws(rest)].strip_suffix("null")?;
+    rest = rest[..ws(rest)].strip_suffix(':')?;
+    rest = rest[..ws(rest)].strip_suffix("\"usage\"")?;
+    rest = rest[..ws(rest)].strip_suffix(',')?;
+    Some(format!("{rest}{}", &line[close..]))
 }
 
 fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -418,7 +489,7 @@ struct UsageRecord {
     tenant: TenantId,
     credential: String,
     model: String,
-    pool: String,
+    route: Arc<PoolRoute>,
     started: Instant,
     queue_wait: Duration,
     prompt_tokens: u64,
@@ -461,10 +532,17 @@ impl Drop for UsageRecord {
             return;
         }
         self.recorded = true;
-        metrics::histogram!("gatehouse_request_duration_seconds", "pool" => self.pool.clone(), "model" => self.model.clone(), "status" => self.status.to_string())
-            .record(self.started.elapsed().as_secs_f64());
-        metrics::counter!("gatehouse_tokens_total", "model" => self.model.clone(), "direction" => "in").increment(self.prompt_tokens);
-        metrics::counter!("gatehouse_tokens_total", "model" => self.model.clone(), "direction" => "out").increment(self.completion_tokens);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        if let Some(m) = &self.route.metrics {
+            if self.status == 200 {
+                m.duration_ok.record(elapsed);
+            } else {
+                metrics::histogram!("gatehouse_request_duration_seconds", "pool" => self.route.pool_name.clone(), "model" => self.model.clone(), "status" => self.status.to_string())
+                    .record(elapsed);
+            }
+            m.tokens_in.increment(self.prompt_tokens);
+            m.tokens_out.increment(self.completion_tokens);
+        }
         self.state.usage.record(crate::usage::UsageEvent {
             tenant_id: self.tenant.to_string(),
             credential_id: self.credential.clone(),
@@ -477,5 +555,41 @@ impl Drop for UsageRecord {
             queue_wait_ms: self.queue_wait.as_millis() as u64,
             latency_ms: self.started.elapsed().as_millis() as u64,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_trailing_null_usage as cut;
+
+    #[test]
+    fn a_trailing_null_usage_member_is_cut_without_a_parse() {
+        let compact = r#"data: {"id":"c1","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#;
+        assert_eq!(cut(compact).as_deref(), Some(r#"data: {"id":"c1","choices":[{"index":0,"delta":{"content":"hi"}}]}"#));
+        // Python's json.dumps spacing, and trailing whitespace after the object.
+        let spaced = "data: {\"id\": \"c1\", \"choices\": [], \"usage\": null}  ";
+        assert_eq!(cut(spaced).as_deref(), Some("data: {\"id\": \"c1\", \"choices\": []}  "));
+        let value: serde_json::Value = serde_json::from_str(&cut(compact).unwrap()["data: ".len()..]).unwrap();
+        assert!(value.get("usage").is_none());
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_json_path() {
+        for line in [
+            // usage with a value (the final chunk): it must be read, not cut.
+            r#"data: {"choices":[],"usage":{"prompt_tokens":3}}"#,
+            // a nested member: the last `}` closes another object first.
+            r#"data: {"choices":[{"delta":{"x":1,"usage":null}}]}"#,
+            // inside a string, the quotes are escaped.
+            r#"data: {"choices":[{"delta":{"content":"a,\"usage\":null}"}}]}"#,
+            r#"data: {"content":"a\\","usage":null,"more":1}"#,
+            // usage is the only member: no separator to cut with it.
+            r#"data: {"usage":null}"#,
+            r#"data: {"my_usage":null, "x": "y,\"usage\":null}"}"#,
+        ] {
+            assert_eq!(cut(line), None, "{line}");
+        }
+        // An escaped backslash before the closing quote ends the string: the member is real.
+        assert_eq!(cut(r#"data: {"content":"a\\","usage":null}"#).as_deref(), Some(r#"data: {"content":"a\\"}"#));
     }
 }

@@ -168,7 +168,7 @@ async fn send_batch(http: reqwest::Client, pool: String, batch: Batch) {
         let kind = if *e == AlignFailure::Timeout { "timeout" } else { "batch" };
         metrics::counter!("gatehouse_upstream_errors_total", "pool" => pool.clone(), "kind" => kind).increment(1);
     }
-    let worker_id = grant.worker_id.clone();
+    let worker_id = grant.worker_id.to_string();
     grant.finish(outcome);
     for (i, entry) in entries.into_iter().enumerate() {
         let reply = match &mut results {

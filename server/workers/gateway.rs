@@ -11,14 +11,39 @@ use crate::auth::seal::MasterKey;
 use crate::db::{Db, DbError, workers};
 use crate::scheduler::QueueLimits;
 
-/// A pool as the gateway routes to it.
-#[derive(Clone)]
+/// A model's pool as the gateway routes to it (shared: a request takes a reference, not a copy).
 pub struct PoolRoute {
     pub pool_id: String,
     pub pool_name: String,
     pub queue: InferenceQueueHandle,
     pub workers: Vec<WorkerSpec>,
     pub kind: PoolKind,
+    /// LLM pools' request metrics.
+    pub metrics: Option<RouteMetrics>,
+}
+
+/// The request metrics of one model in one pool, registered once per route rather than looked
+/// up (labels allocated and hashed) on every request.
+pub struct RouteMetrics {
+    pub queue_wait: metrics::Histogram,
+    pub time_to_first_token: metrics::Histogram,
+    /// `gatehouse_request_duration_seconds` for status 200; other statuses are looked up.
+    pub duration_ok: metrics::Histogram,
+    pub tokens_in: metrics::Counter,
+    pub tokens_out: metrics::Counter,
+}
+
+impl RouteMetrics {
+    fn new(pool: &str, model: &str) -> RouteMetrics {
+        let (pool, model) = (pool.to_owned(), model.to_owned());
+        RouteMetrics {
+            queue_wait: metrics::histogram!("gatehouse_queue_wait_seconds", "pool" => pool.clone()),
+            time_to_first_token: metrics::histogram!("gatehouse_time_to_first_token_seconds", "pool" => pool.clone(), "model" => model.clone()),
+            duration_ok: metrics::histogram!("gatehouse_request_duration_seconds", "pool" => pool, "model" => model.clone(), "status" => "200"),
+            tokens_in: metrics::counter!("gatehouse_tokens_total", "model" => model.clone(), "direction" => "in"),
+            tokens_out: metrics::counter!("gatehouse_tokens_total", "model" => model, "direction" => "out"),
+        }
+    }
 }
 
 /// What a pool's workers do.
@@ -35,7 +60,7 @@ pub struct Gateway {
     /// Outbound HTTP for the aligner pools' batch executors.
     http: reqwest::Client,
     /// model name → pool.
-    routes: RwLock<HashMap<String, PoolRoute>>,
+    routes: RwLock<HashMap<String, Arc<PoolRoute>>>,
     /// pool id → (queue, worker specs last applied).
     queues: RwLock<HashMap<String, (InferenceQueueHandle, Vec<WorkerSpec>)>>,
     /// pool id → tenants with a queue-depth gauge, to zero the gauge when they leave.
@@ -47,7 +72,7 @@ impl Gateway {
         Gateway { http, ..Gateway::default() }
     }
 
-    pub fn route(&self, model: &str) -> Option<PoolRoute> {
+    pub fn route(&self, model: &str) -> Option<Arc<PoolRoute>> {
         self.routes.read().ok()?.get(model).cloned()
     }
 
@@ -59,7 +84,7 @@ impl Gateway {
         models
     }
 
-    pub fn pools(&self) -> Vec<PoolRoute> {
+    pub fn pools(&self) -> Vec<Arc<PoolRoute>> {
         let Ok(routes) = self.routes.read() else { return Vec::new() };
         let mut seen = std::collections::HashSet::new();
         routes.values().filter(|r| seen.insert(r.pool_id.clone())).cloned().collect()
@@ -133,12 +158,15 @@ impl Gateway {
                 }
             };
             for model in &pool.models {
-                routes.entry(model.clone()).or_insert_with(|| PoolRoute {
-                    pool_id: pool.id.clone(),
-                    pool_name: pool.name.clone(),
-                    queue: queue.clone(),
-                    workers: specs.clone(),
-                    kind,
+                routes.entry(model.clone()).or_insert_with(|| {
+                    Arc::new(PoolRoute {
+                        pool_id: pool.id.clone(),
+                        pool_name: pool.name.clone(),
+                        queue: queue.clone(),
+                        workers: specs.clone(),
+                        kind,
+                        metrics: (kind == PoolKind::Llm).then(|| RouteMetrics::new(&pool.name, model)),
+                    })
                 });
             }
         }

@@ -267,6 +267,25 @@ async fn the_languages_route_lists_the_aligner_languages_and_needs_the_scope() {
     assert_eq!(r.status(), 403);
 }
 
+#[actix_web::test]
+async fn chat_requests_naming_an_aligner_model_get_404_and_never_reach_the_aligner() {
+    let (port, _sim) = aligner(|_| {});
+    let w = world(&[port], 16, 0, |_| {}).await;
+    let chat = seed::api_key(&w.app.db, &w.tenant, "chat:completions");
+    let r = reqwest::Client::new()
+        .post(w.app.url("/v1/chat/completions"))
+        .bearer_auth(&chat)
+        .json(&serde_json::json!({ "model": MODEL, "messages": [{ "role": "user", "content": "hi" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Gatehouse's own answer, not the aligner's 404 for a route it does not have.
+    let message = r.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("does not exist or you do not have access"), "{message}");
+    assert_eq!(received(port).await.0, 0, "the aligner got nothing");
+}
+
 async fn job_status(app: &TestApp, key: &str, id: &str) -> Value {
     app.get_with(&format!("/v1/audio/alignments/jobs/{id}"), key).await.json().await.unwrap()
 }

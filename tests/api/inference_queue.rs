@@ -75,10 +75,10 @@ async fn the_circuit_breaker_ejects_a_failing_worker_and_recovers_it() {
     for _ in 0..3 {
         // Least outstanding work: with both idle, grants alternate; keep failing the bad one.
         let g = q.acquire(t.clone(), 1, Priority::Normal, 1.0).await.unwrap();
-        let outcome = if g.worker_id == "bad" { Outcome::WorkerFailure } else { Outcome::Success };
+        let outcome = if &*g.worker_id == "bad" { Outcome::WorkerFailure } else { Outcome::Success };
         g.finish(outcome);
         let g = q.acquire(t.clone(), 1, Priority::Normal, 1.0).await.unwrap();
-        let outcome = if g.worker_id == "bad" { Outcome::WorkerFailure } else { Outcome::Success };
+        let outcome = if &*g.worker_id == "bad" { Outcome::WorkerFailure } else { Outcome::Success };
         g.finish(outcome);
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -86,7 +86,7 @@ async fn the_circuit_breaker_ejects_a_failing_worker_and_recovers_it() {
     assert!(status.workers.contains(&("bad".into(), "ejected", 0)), "{status:?}");
     for _ in 0..5 {
         let g = q.acquire(t.clone(), 1, Priority::Normal, 1.0).await.unwrap();
-        assert_eq!(g.worker_id, "good", "an ejected worker gets no traffic");
+        assert_eq!(&*g.worker_id, "good", "an ejected worker gets no traffic");
         g.finish(Outcome::Success);
     }
     // After the rest period a health check (or a successful half-open request) restores it.
@@ -103,7 +103,7 @@ async fn a_draining_worker_finishes_in_flight_work_and_takes_no_more() {
     let in_flight = q.acquire(t.clone(), 1, Priority::Normal, 1.0).await.unwrap();
     q.set_workers(vec![WorkerSpec { draining: true, ..worker("w1", 2) }]);
     assert_eq!(q.acquire(t.clone(), 1, Priority::Normal, 1.0).await.unwrap_err(), QueueError::DeadlineExceeded);
-    assert_eq!(in_flight.worker_id, "w1");
+    assert_eq!(&*in_flight.worker_id, "w1");
     in_flight.finish(Outcome::Success);
     q.set_workers(vec![]);
     tokio::time::sleep(Duration::from_millis(20)).await;
