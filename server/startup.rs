@@ -100,14 +100,27 @@ impl Application {
         let tls = config.tls.enabled();
         let max_body = config.server.max_body_bytes;
 
+        // One upstream client per server worker thread, built here on the main thread: building
+        // one initialises TLS state, which must not live on worker threads that may still be
+        // stopping while the process exits (aws-lc's teardown races them).
+        let worker_count = if config.server.workers > 0 {
+            config.server.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        };
+        let worker_clients = Arc::new(
+            (0..worker_count)
+                .map(|_| crate::state::WorkerHttp::build())
+                .collect::<Result<Vec<_>, _>>()
+                .context("cannot build the outbound HTTP clients")?,
+        );
+        let next_client = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             let security_headers = security_headers(tls);
-            // Runs once per worker thread: each gets its own upstream client.
-            let worker_http = crate::state::WorkerHttp::build().unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "per-worker HTTP client not built; sharing the process client");
-                app_state.http.clone()
-            });
+            // Runs once per worker thread: each takes its own upstream client.
+            let index = next_client.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let worker_http = worker_clients.get(index % worker_clients.len().max(1)).cloned().unwrap_or_else(|| app_state.http.clone());
             App::new()
                 .app_data(app_state.clone())
                 .app_data(web::Data::new(crate::state::WorkerHttp(worker_http)))
