@@ -21,7 +21,7 @@ use gatehouse::service::Actor;
 use gatehouse::service::api_keys::CreateApiKeyRequest;
 use gatehouse::service::tenants::CreateTenantRequest;
 use gatehouse::service::workers::{AddWorkerRequest, CreatePoolRequest};
-use gatehouse::workers::simulator::{Simulator, SimulatorConfig};
+use gatehouse::simulator::llm::{Simulator, SimulatorConfig};
 
 const CLIENTS: usize = 64;
 const WARMUP: Duration = Duration::from_secs(5);
@@ -163,7 +163,7 @@ fn main() {
                 queue_deadline_ms: Some(300_000),
                 batch_max_items: Some(items),
                 batch_max_wait_ms: Some(50),
-                ..CreatePoolRequest::new(pool, "aligner", vec![model.into()])
+                ..CreatePoolRequest::new(pool, gatehouse::domain::PoolKind::Aligner, vec![model.into()])
             };
             gatehouse::service::workers::create_pool(&mut conn, &req, &Actor::cli()).unwrap();
             let w = AddWorkerRequest { base_url: format!("http://127.0.0.1:{port}"), api_key: None, slots: Some(1) };

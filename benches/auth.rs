@@ -31,7 +31,7 @@ impl Drop for Scratch {
 }
 
 fn bench(c: &mut Criterion) {
-    gatehouse::tls::install_crypto_provider();
+    gatehouse::startup::tls::install_crypto_provider();
     let admin = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let name = format!("gatehouse_bench_{}", std::process::id());
     PgConnection::establish(&admin).expect("PostgreSQL reachable").batch_execute(&format!("CREATE DATABASE {name}")).expect("create db");
@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
     let mut conn = PgConnection::establish(&url).expect("connect");
     gatehouse::db::migrations::run_pending(&mut conn).expect("migrate");
     gatehouse::db::partitions::maintain(&mut conn, chrono::Utc::now(), &config.retention).expect("partitions");
-    gatehouse::db::signing_keys::maintain(&mut conn, &auth.master, config.auth.signing_alg, 90, chrono::Utc::now()).expect("keys");
+    gatehouse::auth::rotation::maintain(&mut conn, &auth.master, config.auth.signing_alg, 90, chrono::Utc::now()).expect("keys");
     let tenant = gatehouse::service::tenants::create(
         &mut conn,
         &gatehouse::service::tenants::CreateTenantRequest { name: "Bench".into(), slug: None, time_zone: None, plan: None },

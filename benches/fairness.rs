@@ -27,11 +27,13 @@ struct Samples {
 /// tenants under one queue key.
 async fn scenario(clients: [usize; 2], fifo: bool) -> Samples {
     let queue = InferenceQueueHandle::start(
+        &actix_rt::Arbiter::current(),
         vec![WorkerSpec { id: "w".into(), base_url: "http://sim".into(), api_key: None, slots: SLOTS, draining: false }],
         QueueSettings {
             limits: QueueLimits { max_per_tenant: 10_000, max_total: 10_000 },
             deadline: Duration::from_secs(60),
             eject_for: Duration::from_secs(10),
+            eject_after: 3,
             batch: None,
         },
     );

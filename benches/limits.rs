@@ -16,7 +16,12 @@ use gatehouse::limits::{Demand, Limits, Subject, Verdict};
 fn subject() -> Subject {
     // A tenant limit and a credential override on requests and tokens: four counters per request.
     let limits = Limits { requests_per_minute: Some(u64::MAX / 4), tokens_per_minute: Some(u64::MAX / 4), ..Limits::default() };
-    Subject { tenant_id: "ten_bench".into(), credential_id: "key_bench".into(), tenant: limits, credential: limits }
+    Subject {
+        tenant_id: gatehouse::domain::TenantId::from_trusted("ten_bench".to_owned()),
+        credential_id: "key_bench".into(),
+        tenant: limits,
+        credential: limits,
+    }
 }
 
 fn local(c: &mut Criterion) {
@@ -57,7 +62,7 @@ fn shared(c: &mut Criterion) {
     let mut config = gatehouse::config::RedisConfig::default();
     config.url = gatehouse::config::Secret::new(url);
     config.key_prefix = format!("gh-bench-{}", std::process::id());
-    let store = rt.block_on(RedisStore::connect(&config)).unwrap();
+    let (store, _settler) = rt.block_on(RedisStore::connect(&config)).unwrap();
     let checks = subject().checks(Demand { tokens: 300, audio_seconds: 0 });
 
     // Round trips per admission, with the settle task idle (admissions here hold no concurrency
@@ -114,7 +119,7 @@ fn usage_writes(_: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (writes, requests, rows) = rt.block_on(async {
         let db = gatehouse::db::Db::new(&url, &config.database);
-        let accountant = gatehouse::usage::QuotaAccountant::start(db, &config.usage);
+        let accountant = gatehouse::actors::quota_accountant::QuotaAccountantHandle::start(db, &config.usage);
         let start = tokio::time::Instant::now();
         let mut sent = 0u64;
         let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -122,8 +127,8 @@ fn usage_writes(_: &mut Criterion) {
             tick.tick().await;
             for _ in 0..50 {
                 let i = sent;
-                accountant.record(gatehouse::usage::UsageEvent {
-                    tenant_id: format!("ten_bench{:02}", i % 50),
+                accountant.record(gatehouse::metering::UsageEvent {
+                    tenant_id: gatehouse::domain::TenantId::from_trusted(format!("ten_bench{:02}", i % 50)),
                     credential_id: format!("key{}", i % 4),
                     model: if i % 2 == 0 { "a".into() } else { "b".into() },
                     at: chrono::Utc::now(),

@@ -5,8 +5,8 @@
 //! module's own `//!` line says what belongs in it.
 
 pub mod actors;
+pub mod admission;
 pub mod audio;
-pub mod audit_log;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -17,16 +17,13 @@ pub mod error;
 pub mod extract;
 pub mod jobs;
 pub mod limits;
-pub mod metrics;
-pub mod oauth_error;
-pub mod policy;
+pub mod metering;
 pub mod routes;
 pub mod scheduler;
 pub mod service;
+pub mod simulator;
 pub mod startup;
 pub mod state;
+pub mod tasks;
 pub mod telemetry;
-pub mod tls;
-pub mod usage;
-pub mod usage_report;
 pub mod workers;

@@ -26,7 +26,7 @@ fn main() -> ! {
 }
 
 fn run() -> u8 {
-    gatehouse::tls::install_crypto_provider();
+    gatehouse::startup::tls::install_crypto_provider();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -1,5 +1,5 @@
-//! `AppState`: everything a handler needs, shared as one `web::Data`. Actor handles join it as
-//! their issues land; handlers never see actor addresses or the raw pool.
+//! `AppState`: everything a handler needs, shared as one `web::Data`. Handlers reach actors
+//! through their handles and the database through `db.run`, never an actor address or the pool.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,18 +8,25 @@ use std::time::Duration;
 use actix_web::HttpRequest;
 use ipnet::IpNet;
 
-use crate::audit_log::AuditLog;
+use crate::actors::quota_accountant::QuotaAccountantHandle;
+use crate::admission::Admitter;
 use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::db::Db;
+use crate::jobs::JobRunner;
+use crate::metering::report::ExportSlots;
+use crate::tasks::Supervisor;
+use crate::tasks::audit_writer::AuditLog;
+use crate::workers::gateway::Gateway;
 
-/// The outbound HTTP client of one server worker thread. A client's connections are driven by
-/// tasks on the thread that opened them, so each worker thread keeps its own: a relayed request
-/// and its upstream connection stay on one thread, with no cross-thread wake-up per frame.
+/// The HTTP client one server thread uses to call GPU workers. A client's connections are
+/// driven by tasks on the thread that opened them, so each server thread keeps its own: a
+/// relayed request and its upstream connection stay on one thread, with no cross-thread wake-up
+/// per frame.
 #[derive(Clone)]
-pub struct WorkerHttp(pub reqwest::Client);
+pub struct UpstreamClient(pub reqwest::Client);
 
-impl WorkerHttp {
+impl UpstreamClient {
     /// How Gatehouse calls workers: short connect timeout, idle connections kept a minute.
     pub fn build() -> reqwest::Result<reqwest::Client> {
         reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).pool_idle_timeout(Duration::from_secs(60)).build()
@@ -32,17 +39,18 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     pub audit: AuditLog,
     pub trusted_proxies: Vec<IpNet>,
-    pub gateway: Arc<crate::workers::gateway::Gateway>,
-    /// Outbound HTTP to workers (rustls, system CA roots).
-    pub http: reqwest::Client,
-    /// Per-tenant request policy (plan limits), cached ≤ 5 s so plan changes apply without restart.
-    pub policies: moka::future::Cache<String, Arc<crate::policy::TenantPolicy>>,
-    pub usage: crate::usage::QuotaAccountant,
-    pub limiter: crate::limits::RateLimiter,
-    /// Per-credential limit overrides, cached ≤ 5 s like the plan.
-    pub credential_limits: moka::future::Cache<String, crate::limits::Limits>,
+    pub gateway: Arc<Gateway>,
+    /// Outbound HTTP to workers for work off the server threads (health checks, batches).
+    pub upstream: reqwest::Client,
+    /// Policy, routes, rate limits and quotas: the admission step of every `/v1` request.
+    pub admission: Admitter,
+    pub usage: QuotaAccountantHandle,
     /// This instance's alignment-job runners.
-    pub jobs: crate::jobs::JobRunner,
+    pub jobs: Arc<JobRunner>,
+    /// The background loops and actors, and how often each had to be restarted.
+    pub tasks: Arc<Supervisor>,
+    /// Usage exports running now (bounded per tenant and in all).
+    pub exports: Arc<ExportSlots>,
 }
 
 impl AppState {

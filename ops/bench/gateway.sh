@@ -7,7 +7,7 @@
 # stream with no delay (--tpot-ms 0), so a stream's whole time is also its time to first byte.
 # Non-streaming and streaming. Each table: p50/p99 latency and requests/s at concurrency 1, 32
 # and 64, and the latency Gatehouse and nginx add over calling the simulator directly.
-#   DURATION (default 10s), GATEHOUSE_WORKERS (server.workers, default 0 = one per core),
+#   DURATION (default 10s), GATEHOUSE_THREADS (server.threads, default 0 = one per core),
 #   TEST_DATABASE_URL as in ops/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -65,7 +65,7 @@ NGINX
 "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -g "user $(id -un);" 2>"$WORK/nginx.log"
 
 export DATABASE_URL="${ADMIN%/*}/$DB"
-export GATEHOUSE__SERVER__WORKERS=${GATEHOUSE_WORKERS:-0}
+export GATEHOUSE__SERVER__THREADS=${GATEHOUSE_THREADS:-0}
 export GATEHOUSE__SERVER__LISTEN="127.0.0.1:$GH_PORT" GATEHOUSE__AUTH__ISSUER="http://127.0.0.1:$GH_PORT" GATEHOUSE__LOG__FILTER=warn
 export GATEHOUSE__AUTH__MASTER_KEY=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
 export GATEHOUSE__AUTH__PEPPER=$(python3 -c 'import secrets; print(secrets.token_urlsafe(40))')

@@ -2,3 +2,4 @@
 //! never sees an actor address: `InferenceQueue` (one per worker pool).
 
 pub mod inference_queue;
+pub mod quota_accountant;

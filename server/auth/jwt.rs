@@ -1,6 +1,6 @@
 //! RFC 9068 access tokens: issuing (header `typ: at+jwt` + `kid`, signed by the active key) and
-//! verification in the order of shared/spec/auth.md §7 steps 2–5. Credential state (step 6) and
-//! scopes (step 7) are checked by the caller.
+//! verification in the order docs/auth.md gives for the resource server (signature, issuer,
+//! audience, lifetime). Credential state and scopes are checked by the caller.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;

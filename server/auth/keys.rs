@@ -17,35 +17,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::config::SigningAlg;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyState {
-    Next,
-    Active,
-    Retiring,
-    Retired,
-}
-
-impl KeyState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyState::Next => "next",
-            KeyState::Active => "active",
-            KeyState::Retiring => "retiring",
-            KeyState::Retired => "retired",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<KeyState> {
-        Some(match s {
-            "next" => KeyState::Next,
-            "active" => KeyState::Active,
-            "retiring" => KeyState::Retiring,
-            "retired" => KeyState::Retired,
-            _ => return None,
-        })
-    }
-}
+pub use crate::domain::KeyState;
 
 /// A newly generated key pair: PKCS#8 private key (to be sealed) and its public JWK.
 pub struct GeneratedKey {

@@ -1,4 +1,4 @@
-//! Brute-force protection for the endpoints that authenticate clients (shared/spec/auth.md §11):
+//! Brute-force protection for the endpoints that authenticate clients (docs/auth.md, brute-force limits):
 //! per client IP, per client id, and failures per (client id, IP) with a lockout. Keyed GCRA
 //! from `governor`. The IETF RateLimit header fields are rendered in `ratelimit_headers` only,
 //! since that draft may still change.

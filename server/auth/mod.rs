@@ -6,6 +6,7 @@ pub mod jwt;
 pub mod keys;
 pub mod limits;
 pub mod password;
+pub mod rotation;
 pub mod seal;
 pub mod secrets;
 pub mod service;

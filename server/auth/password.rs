@@ -1,7 +1,7 @@
 //! Human passwords (operators, tenant admins): argon2id with the OWASP baseline parameters
 //! (m = 19 MiB, t = 2, p = 1, argon2's defaults). Hashing is slow on purpose, so async callers run
 //! it on a blocking thread. Machine credentials (client secrets, API keys) are 256-bit random
-//! values and use keyed HMAC instead (shared/spec/auth.md §10).
+//! values and use keyed HMAC instead (docs/auth.md, credential formats).
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};

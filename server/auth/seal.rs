@@ -28,10 +28,7 @@ impl std::fmt::Debug for MasterKey {
 
 impl MasterKey {
     pub fn from_config(secret: &Secret) -> Result<MasterKey, SealError> {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(secret.expose().trim()).map_err(|_| SealError::BadMasterKey)?;
-        if bytes.len() != 32 {
-            return Err(SealError::BadMasterKey);
-        }
+        let bytes = secret.decode_key32().ok_or(SealError::BadMasterKey)?;
         let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| SealError::BadMasterKey)?;
         Ok(MasterKey(LessSafeKey::new(key)))
     }

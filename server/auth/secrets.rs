@@ -1,4 +1,4 @@
-//! Machine credentials (shared/spec/auth.md §10): client secrets, API keys and management tokens
+//! Machine credentials (docs/auth.md, credential formats): client secrets, API keys and management tokens
 //! are 256-bit random values generated here, shown once, and stored only as
 //! HMAC-SHA256(pepper, secret). A CRC32 suffix lets us reject typos and scanners' guesses without a
 //! database lookup. Formats:

@@ -1,5 +1,5 @@
 //! `AuthService`: issuing and checking credentials with the caches that make it fast and the
-//! invalidation that keeps revocation within 5 s on every instance (shared/spec/auth.md §7.6, §9).
+//! invalidation that keeps revocation within 5 s on every instance (docs/auth.md, revocation).
 //!
 //! - Credential state (clients, API keys, management tokens, with their tenant's status and
 //!   plan) is cached for `auth.cache_ttl_ms` (≤ 5 s); changes made on this instance invalidate
@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::db::admins::ManagementTokenRecord;
 use crate::db::api_keys::ApiKeyAuthRecord;
 use crate::db::clients::ClientAuthRecord;
-use crate::db::{Db, DbError, admins, api_keys, clients, revocations, signing_keys};
+use crate::db::{Db, DbError, admins, api_keys, clients, revocations};
 use crate::domain::{Scopes, TenantId, ip_allowed, random_base62};
 
 /// How a `/v1` caller authenticated.
@@ -135,7 +135,7 @@ impl AuthService {
         let current = self.keys.snapshot().fingerprint.clone();
         let built = db
             .run(move |conn| {
-                let loaded = signing_keys::load(conn, &master)?;
+                let loaded = crate::auth::rotation::load(conn, &master)?;
                 if crate::auth::keys::fingerprint(&loaded) == current {
                     return Ok(None);
                 }
@@ -238,7 +238,7 @@ impl AuthService {
 
     // ---- access tokens ----------------------------------------------------------------------
 
-    /// Steps 2–5 of §7 for a JWT, with the verified-token cache.
+    /// Verification of a JWT (signature, issuer, audience, lifetime), with the verified-token cache.
     pub fn verify_jwt(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
         let now = Utc::now().timestamp();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -253,7 +253,7 @@ impl AuthService {
         Ok(claims)
     }
 
-    /// Step 6 of §7: not revoked, client enabled and not reset since, tenant active.
+    /// Credential state: not revoked, client enabled and not reset since, tenant active.
     pub async fn check_token_state(&self, db: &Db, claims: &AccessClaims) -> Result<Arc<ClientAuthRecord>, BearerError> {
         if self.denylist.contains_key(&claims.jti) {
             return Err(BearerError::InvalidToken("the access token has been revoked"));
@@ -340,7 +340,7 @@ impl AuthService {
             .map_err(|e: Arc<DbError>| DbError::Unavailable(e.to_string()))
     }
 
-    /// §10 verification: format and checksum (no lookup for typos), lookup, constant-time HMAC,
+    /// Secret verification: format and checksum (no lookup for typos), lookup, constant-time HMAC,
     /// then expiry, revocation, tenant and IP allowlist.
     pub async fn authenticate_api_key(&self, db: &Db, key: &str, ip: Option<IpAddr>) -> Result<Principal, BearerError> {
         let invalid = BearerError::InvalidToken("the API key is invalid");

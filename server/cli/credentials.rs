@@ -159,7 +159,7 @@ pub fn run_signing_key(config: &Config, command: SigningKeyCommand) -> Result<()
     let output = match command {
         SigningKeyCommand::List { output } => output,
         SigningKeyCommand::Rotate { output } => {
-            let changes = signing_keys::rotate(&mut conn, &master, config.auth.signing_alg, chrono::Utc::now())?;
+            let changes = crate::auth::rotation::rotate(&mut conn, &master, config.auth.signing_alg, chrono::Utc::now())?;
             crate::db::audit::insert(
                 &mut conn,
                 &Actor::cli().event("signing_key.rotate").details(serde_json::to_value(&changes).unwrap_or_default()),

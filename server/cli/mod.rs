@@ -14,8 +14,9 @@ use clap::{Args, Parser, Subcommand};
 use diesel::{Connection, PgConnection};
 use serde::Serialize;
 
-use crate::config::{CONFIG_ENV, Config, ConfigError};
-use crate::db::{DbError, migrations, partitions, redact_url};
+use crate::config::{CONFIG_ENV, Config};
+use crate::db::{migrations, partitions, redact_url};
+pub use crate::error::CliError;
 use crate::startup::Application;
 
 #[derive(Debug, Parser)]
@@ -96,7 +97,7 @@ pub enum Command {
         command: plans::ExportCommand,
     },
     /// Run a worker SIMULATOR (OpenAI-compatible, vLLM-like) for development, tests and benchmarks.
-    SimulateWorker(crate::workers::simulator::SimulatorConfig),
+    SimulateWorker(crate::simulator::llm::SimulatorConfig),
 }
 
 /// Shared `--json` flag.
@@ -105,45 +106,6 @@ pub struct Output {
     /// Print JSON only (for scripts).
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("{0}")]
-    Usage(String),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("{0:#}")]
-    Runtime(#[from] anyhow::Error),
-}
-
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Usage(_) | CliError::Config(_) => 2,
-            CliError::Runtime(_) => 1,
-        }
-    }
-
-    pub fn message(&self) -> String {
-        self.to_string()
-    }
-
-    pub fn runtime(message: impl std::fmt::Display) -> Self {
-        CliError::Runtime(anyhow::anyhow!("{message}"))
-    }
-}
-
-impl From<DbError> for CliError {
-    fn from(e: DbError) -> Self {
-        CliError::runtime(e)
-    }
-}
-
-impl From<diesel::result::Error> for CliError {
-    fn from(e: diesel::result::Error) -> Self {
-        CliError::from(DbError::from(e))
-    }
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
@@ -179,7 +141,7 @@ fn serve(config: Config, migrate_first: bool) -> Result<(), CliError> {
     config.validate()?;
     config.database_url()?;
     config.require_auth_secrets()?;
-    if let Some(roots) = crate::tls::probe_ca_roots() {
+    if let Some(roots) = crate::startup::tls::probe_ca_roots() {
         tracing::debug!(ca_roots = %roots, "outbound CA roots found");
     } else {
         tracing::warn!("no system CA bundle found; outbound HTTPS to workers will fail (install ca-certificates)");
@@ -195,11 +157,11 @@ fn serve(config: Config, migrate_first: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-fn simulate_worker(sim: crate::workers::simulator::SimulatorConfig) -> Result<(), CliError> {
+fn simulate_worker(sim: crate::simulator::llm::SimulatorConfig) -> Result<(), CliError> {
     actix_rt::System::new().block_on(async move {
         let models = if sim.models.is_empty() { sim.kind.default_model().to_owned() } else { sim.models.join(", ") };
         let kind = format!("{:?}", sim.kind).to_lowercase();
-        let simulator = crate::workers::simulator::Simulator::start(sim).map_err(|e| CliError::Usage(format!("{e:#}")))?;
+        let simulator = crate::simulator::llm::Simulator::start(sim).map_err(|e| CliError::Usage(format!("{e:#}")))?;
         eprintln!("gatehouse {kind} worker SIMULATOR (not a real model) serving {models} on port {}", simulator.port);
         let handle = simulator.server.handle();
         actix_rt::spawn(async move {

@@ -6,9 +6,10 @@ use clap::{Args, Subcommand};
 
 use super::{CliError, Output, connect_current, print_json};
 use crate::config::Config;
+use crate::db::usage;
+use crate::metering::report::{EXPORT_PAGE_ROWS, ExportWriter, Format, Month};
 use crate::service::Actor;
 use crate::service::plans::{self, PlanSpec, PlanView};
-use crate::usage_report::{self, Format, Month};
 
 #[derive(Debug, Subcommand)]
 pub enum PlanCommand {
@@ -183,13 +184,28 @@ pub fn run_export(config: &Config, command: ExportCommand) -> Result<(), CliErro
     let format = Format::parse(&format).ok_or_else(|| CliError::Usage("--format must be csv or ndjson".into()))?;
     let mut conn = connect_current(config)?;
     let tenant = match tenant {
-        Some(t) => Some(super::tenant::resolve(&mut conn, &t)?.id),
+        Some(t) => Some(super::tenant::resolve(&mut conn, &t)?.id()),
         None => None,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let rows = usage_report::export(&mut conn, tenant.as_deref(), month, format, &mut out)?;
+    let mut writer = ExportWriter::new(format);
+    let mut after = None;
+    loop {
+        let page = match &tenant {
+            Some(t) => usage::export_page(&mut conn, t, month, after.as_ref(), EXPORT_PAGE_ROWS)?,
+            None => usage::export_page_all_tenants(&mut conn, month, after.as_ref(), EXPORT_PAGE_ROWS)?,
+        };
+        let last_page = (page.len() as i64) < EXPORT_PAGE_ROWS;
+        after = page.last().map(usage::ExportRow::cursor);
+        let rows: Vec<_> = page.into_iter().map(usage::ExportRow::into_row).collect();
+        let bytes = writer.page(&rows).map_err(|e| CliError::runtime(format!("writing the export: {e:#}")))?;
+        out.write_all(&bytes).map_err(|e| CliError::runtime(format!("writing the export: {e}")))?;
+        if last_page {
+            break;
+        }
+    }
     out.flush().map_err(|e| CliError::runtime(format!("writing the export: {e}")))?;
-    eprintln!("{rows} row(s) exported");
+    eprintln!("{} row(s) exported", writer.rows());
     Ok(())
 }

@@ -5,6 +5,7 @@ use clap::Subcommand;
 use super::{CliError, Output, connect_current, print_json};
 use crate::auth::seal::MasterKey;
 use crate::config::Config;
+use crate::domain::{PoolKind, WorkerState};
 use crate::service::Actor;
 use crate::service::workers::{self, AddWorkerRequest, CreatePoolRequest};
 
@@ -16,7 +17,7 @@ pub enum PoolCommand {
         name: String,
         /// llm (OpenAI-compatible workers) or aligner (forced-alignment workers).
         #[arg(long, default_value = "llm")]
-        kind: String,
+        kind: PoolKind,
         /// Model name served (repeatable), e.g. Qwen/Qwen2.5-7B-Instruct.
         #[arg(long = "model", required = true)]
         models: Vec<String>,
@@ -114,8 +115,12 @@ pub fn run_worker(config: &Config, command: WorkerCommand) -> Result<(), CliErro
             };
             (workers::add_worker(&mut conn, &master, &pool, &AddWorkerRequest { base_url: url, api_key, slots }, &Actor::cli())?, output)
         }
-        WorkerCommand::Drain { worker, output } => (workers::set_worker_state(&mut conn, &worker, "draining", &Actor::cli())?, output),
-        WorkerCommand::Remove { worker, output } => (workers::set_worker_state(&mut conn, &worker, "removed", &Actor::cli())?, output),
+        WorkerCommand::Drain { worker, output } => {
+            (workers::set_worker_state(&mut conn, &worker, WorkerState::Draining, &Actor::cli())?, output)
+        }
+        WorkerCommand::Remove { worker, output } => {
+            (workers::set_worker_state(&mut conn, &worker, WorkerState::Removed, &Actor::cli())?, output)
+        }
     };
     if output.json {
         return print_json(&worker);

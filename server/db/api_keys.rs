@@ -74,9 +74,15 @@ pub fn find_for_authentication(conn: &mut PgConnection, id: &str) -> QueryResult
         .inner_join(tenants::table.inner_join(plans::table))
         .filter(api_keys::id.eq(id))
         .select((ApiKey::as_select(), tenants::status, plans::entitlements))
-        .first::<(ApiKey, String, Vec<String>)>(conn)
+        .first::<(ApiKey, crate::domain::TenantStatus, Vec<String>)>(conn)
         .optional()
-        .map(|row| row.map(|(key, status, entitlements)| ApiKeyAuthRecord { key, tenant_active: status == "active", entitlements }))
+        .map(|row| {
+            row.map(|(key, status, entitlements)| ApiKeyAuthRecord {
+                key,
+                tenant_active: status == crate::domain::TenantStatus::Active,
+                entitlements,
+            })
+        })
 }
 
 pub fn revoke(conn: &mut PgConnection, tenant: &TenantId, id: &str) -> QueryResult<ApiKey> {

@@ -88,9 +88,15 @@ pub fn find_for_authentication(conn: &mut PgConnection, id: &str) -> QueryResult
         .inner_join(tenants::table.inner_join(plans::table))
         .filter(oauth_clients::id.eq(id))
         .select((Client::as_select(), tenants::status, plans::entitlements))
-        .first::<(Client, String, Vec<String>)>(conn)
+        .first::<(Client, crate::domain::TenantStatus, Vec<String>)>(conn)
         .optional()
-        .map(|row| row.map(|(client, status, entitlements)| ClientAuthRecord { client, tenant_active: status == "active", entitlements }))
+        .map(|row| {
+            row.map(|(client, status, entitlements)| ClientAuthRecord {
+                client,
+                tenant_active: status == crate::domain::TenantStatus::Active,
+                entitlements,
+            })
+        })
 }
 
 pub fn update(conn: &mut PgConnection, tenant: &TenantId, id: &ClientId, mut changes: ClientChanges) -> QueryResult<Client> {

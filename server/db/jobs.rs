@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use super::schema::jobs;
-use crate::domain::TenantId;
+use crate::domain::{JobStatus, TenantId};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = jobs, check_for_backend(diesel::pg::Pg))]
@@ -16,7 +16,7 @@ pub struct Job {
     pub tenant_id: String,
     pub credential_id: String,
     pub kind: String,
-    pub status: String,
+    pub status: JobStatus,
     pub idempotency_key: Option<String>,
     pub model: String,
     pub params: Value,
@@ -81,12 +81,12 @@ pub fn cancel(conn: &mut PgConnection, tenant: &TenantId, id: &str, expires_at: 
         else {
             return Ok(None);
         };
-        if !matches!(job.status.as_str(), "queued" | "running") {
+        if !job.status.is_open() {
             return Ok(Some((false, job)));
         }
         let job = diesel::update(jobs::table.filter(jobs::id.eq(id)))
             .set((
-                jobs::status.eq("cancelled"),
+                jobs::status.eq(JobStatus::Cancelled),
                 jobs::finished_at.eq(diesel::dsl::now),
                 jobs::updated_at.eq(diesel::dsl::now),
                 jobs::expires_at.eq(expires_at),
@@ -127,7 +127,7 @@ pub fn claim(conn: &mut PgConnection, stale_s: i64) -> QueryResult<Option<Job>> 
         };
         diesel::update(jobs::table.filter(jobs::id.eq(&id)))
             .set((
-                jobs::status.eq("running"),
+                jobs::status.eq(JobStatus::Running),
                 jobs::attempts.eq(jobs::attempts + 1),
                 jobs::started_at
                     .eq(diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>>("coalesce(started_at, now())")),
@@ -143,7 +143,7 @@ pub fn claim(conn: &mut PgConnection, stale_s: i64) -> QueryResult<Option<Job>> 
 /// runner whose job was handed back and claimed again) and still running.
 macro_rules! claimed {
     ($id:expr, $fence:expr) => {
-        jobs::table.filter(jobs::id.eq($id)).filter(jobs::status.eq("running")).filter(jobs::attempts.eq($fence))
+        jobs::table.filter(jobs::id.eq($id)).filter(jobs::status.eq(JobStatus::Running)).filter(jobs::attempts.eq($fence))
     };
 }
 
@@ -184,8 +184,8 @@ pub fn finish(
     expires_at: DateTime<Utc>,
 ) -> QueryResult<bool> {
     let (status, result, error) = match outcome {
-        Ok(result) => ("succeeded", Some(result), None),
-        Err(error) => ("failed", None, Some(error)),
+        Ok(result) => (JobStatus::Succeeded, Some(result), None),
+        Err(error) => (JobStatus::Failed, None, Some(error)),
     };
     let n = diesel::update(claimed!(id, fence))
         .set((
@@ -206,15 +206,15 @@ pub fn finish(
 /// Puts this instance's running jobs back in the queue (graceful shutdown), so the next
 /// instance resumes them at once instead of after the stale interval.
 pub fn requeue(conn: &mut PgConnection, ids: &[String]) -> QueryResult<usize> {
-    diesel::update(jobs::table.filter(jobs::id.eq_any(ids)).filter(jobs::status.eq("running")))
-        .set((jobs::status.eq("queued"), jobs::updated_at.eq(diesel::dsl::now)))
+    diesel::update(jobs::table.filter(jobs::id.eq_any(ids)).filter(jobs::status.eq(JobStatus::Running)))
+        .set((jobs::status.eq(JobStatus::Queued), jobs::updated_at.eq(diesel::dsl::now)))
         .execute(conn)
 }
 
 /// Deletes finished jobs past their retention; returns the audio paths still recorded (none
 /// normally: finishing clears them) so the caller can remove the files.
 pub fn delete_expired(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<Vec<Option<String>>> {
-    diesel::delete(jobs::table.filter(jobs::expires_at.lt(now)).filter(jobs::status.ne_all(["queued", "running"])))
+    diesel::delete(jobs::table.filter(jobs::expires_at.lt(now)).filter(jobs::status.ne_all([JobStatus::Queued, JobStatus::Running])))
         .returning(jobs::audio_path)
         .get_results(conn)
 }

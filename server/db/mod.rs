@@ -15,7 +15,9 @@ pub mod plans;
 pub mod revocations;
 pub mod schema;
 pub mod signing_keys;
+pub mod states;
 pub mod tenants;
+pub mod usage;
 pub mod workers;
 
 use std::sync::Arc;
@@ -155,11 +157,6 @@ impl Db {
         })
         .await;
         outcome.unwrap_or(Readiness::DatabaseUnreachable)
-    }
-
-    /// A connection for start-up and maintenance code that is already on a blocking thread.
-    pub fn get_blocking(&self) -> Result<PgPooled, DbError> {
-        self.pool.get().map_err(|e| DbError::Unavailable(e.to_string()))
     }
 }
 

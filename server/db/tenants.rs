@@ -14,7 +14,7 @@ pub struct Tenant {
     pub id: String,
     pub slug: String,
     pub name: String,
-    pub status: String,
+    pub status: TenantStatus,
     pub time_zone: String,
     pub plan_id: String,
     pub prompt_deny_patterns: Vec<String>,
@@ -29,7 +29,7 @@ impl Tenant {
     }
 
     pub fn status(&self) -> TenantStatus {
-        self.status.parse().unwrap_or(TenantStatus::Disabled)
+        self.status
     }
 }
 
@@ -49,7 +49,7 @@ pub struct TenantView {
     pub id: String,
     pub slug: String,
     pub name: String,
-    pub status: String,
+    pub status: TenantStatus,
     pub time_zone: String,
     pub plan: String,
     /// Regular expressions refused in prompts (case-insensitive).
@@ -109,8 +109,8 @@ pub fn list_all(conn: &mut PgConnection) -> QueryResult<Vec<TenantView>> {
 pub fn disable(conn: &mut PgConnection, id: &TenantId) -> QueryResult<bool> {
     let now = Utc::now();
     let changed = diesel::update(tenants::table.find(id.as_str()))
-        .filter(tenants::status.eq(TenantStatus::Active.as_str()))
-        .set((tenants::status.eq(TenantStatus::Disabled.as_str()), tenants::disabled_at.eq(Some(now)), tenants::updated_at.eq(now)))
+        .filter(tenants::status.eq(TenantStatus::Active))
+        .set((tenants::status.eq(TenantStatus::Disabled), tenants::disabled_at.eq(Some(now)), tenants::updated_at.eq(now)))
         .execute(conn)?;
     Ok(changed == 1)
 }

@@ -1,9 +1,17 @@
-//! Worker pools and workers (installation-wide; the scheduler arrives with the gateway issue).
+//! GPU worker pools and their workers (installation-wide, not tenant data). The `Gateway` loads
+//! them into the pools' queues; the management API and the config file's `[[pools]]` change them.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use super::schema::worker_pools;
+use super::schema::workers;
+use crate::domain::{PoolKind, PoolSource, WorkerState};
+
+/// The associated data a worker's upstream API key is sealed with (bound to its row).
+pub fn worker_seal_context(id: &str) -> String {
+    format!("worker_api_key:{id}")
+}
 
 /// Every model name served by some pool, with the pool's creation time (first pool wins).
 pub fn list_models(conn: &mut PgConnection) -> QueryResult<Vec<(String, DateTime<Utc>)>> {
@@ -20,14 +28,12 @@ pub fn list_models(conn: &mut PgConnection) -> QueryResult<Vec<(String, DateTime
     Ok(out)
 }
 
-use super::schema::workers;
-
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
 #[diesel(table_name = worker_pools, check_for_backend(diesel::pg::Pg))]
 pub struct Pool {
     pub id: String,
     pub name: String,
-    pub kind: String,
+    pub kind: PoolKind,
     pub models: Vec<String>,
     pub queue_deadline_ms: i32,
     pub max_queue_per_tenant: i32,
@@ -35,7 +41,7 @@ pub struct Pool {
     pub batch_max_items: i32,
     pub batch_max_audio_ms: i32,
     pub batch_max_wait_ms: i32,
-    pub source: String,
+    pub source: PoolSource,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -48,7 +54,7 @@ pub struct Worker {
     pub base_url: String,
     pub api_key_sealed: Option<Vec<u8>>,
     pub slots: i32,
-    pub state: String,
+    pub state: WorkerState,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -59,14 +65,13 @@ pub struct Worker {
 pub struct NewPool<'a> {
     pub id: &'a str,
     pub name: &'a str,
-    pub kind: &'a str,
+    pub kind: PoolKind,
     pub models: &'a [String],
     pub queue_deadline_ms: i32,
     pub batch_max_items: i32,
     pub batch_max_audio_ms: i32,
     pub batch_max_wait_ms: i32,
-    /// `api` or `config` (declared in the config file).
-    pub source: &'a str,
+    pub source: PoolSource,
 }
 
 /// Rewrites a pool's settings (a config-file declaration applied again); id and name stay.
@@ -95,7 +100,13 @@ pub fn list_all_workers(conn: &mut PgConnection, pool_id: &str) -> QueryResult<V
 }
 
 /// Sets a worker's slots, key and state (a config-file declaration applied again).
-pub fn update_worker(conn: &mut PgConnection, id: &str, api_key_sealed: Option<&[u8]>, slots: i32, state: &str) -> QueryResult<Worker> {
+pub fn update_worker(
+    conn: &mut PgConnection,
+    id: &str,
+    api_key_sealed: Option<&[u8]>,
+    slots: i32,
+    state: WorkerState,
+) -> QueryResult<Worker> {
     diesel::update(workers::table.find(id))
         .set((
             workers::api_key_sealed.eq(api_key_sealed),
@@ -147,13 +158,13 @@ pub fn insert_worker(
 pub fn list_workers(conn: &mut PgConnection, pool_id: &str) -> QueryResult<Vec<Worker>> {
     workers::table
         .filter(workers::pool_id.eq(pool_id))
-        .filter(workers::state.ne("removed"))
+        .filter(workers::state.ne(WorkerState::Removed))
         .order(workers::created_at)
         .select(Worker::as_select())
         .load(conn)
 }
 
-pub fn set_worker_state(conn: &mut PgConnection, id: &str, state: &str) -> QueryResult<Worker> {
+pub fn set_worker_state(conn: &mut PgConnection, id: &str, state: WorkerState) -> QueryResult<Worker> {
     diesel::update(workers::table.find(id))
         .set((workers::state.eq(state), workers::updated_at.eq(Utc::now())))
         .returning(Worker::as_returning())

@@ -1,9 +1,13 @@
 //! `gatehouse dev`: the whole platform on one machine for development and demos. Without
 //! `DATABASE_URL` it provisions a private PostgreSQL cluster under the data folder (see
-//! `cluster`), migrates, seeds a demo tenant and an operator login, serves, and stops the cluster
-//! on exit. A second start reuses everything.
+//! `cluster`), migrates, seeds a demo tenant, an operator with a management token, an OAuth2
+//! client and an API key, starts worker simulators as the demo pools, writes a sample audio clip
+//! (`sample`), serves, prints what it made (`banner`), and stops the cluster on exit. A second
+//! start reuses everything.
 
+mod banner;
 pub mod cluster;
+pub mod sample;
 
 use std::fs;
 use std::io::Write;
@@ -18,19 +22,19 @@ use serde::{Deserialize, Serialize};
 use crate::auth::password;
 use crate::auth::seal::MasterKey;
 use crate::auth::secrets::Pepper;
-use crate::cli::CliError;
 use crate::config::{Config, Secret};
 use crate::db::api_keys as db_api_keys;
 use crate::db::audit::{self, ActorKind, AuditEvent, Outcome};
-use crate::db::{clients, migrations, operators, partitions, redact_url, tenants};
-use crate::domain::{ClientId, Slug, TenantId};
+use crate::db::{admins, clients, migrations, operators, partitions, redact_url, tenants};
+use crate::domain::{ClientId, PoolKind, Slug, TenantId, WorkerState};
+use crate::error::CliError;
 use crate::service::api_keys::CreateApiKeyRequest;
 use crate::service::clients::CreateClientRequest;
 use crate::service::tenants::CreateTenantRequest;
 use crate::service::workers::{AddWorkerRequest, CreatePoolRequest};
 use crate::service::{self, Actor};
+use crate::simulator::llm::{Simulator, SimulatorConfig};
 use crate::startup::Application;
-use crate::workers::simulator::{Simulator, SimulatorConfig};
 use cluster::PrivateCluster;
 
 /// Database created in the private cluster.
@@ -49,7 +53,8 @@ pub struct DevArgs {
 }
 
 /// Demo credentials, kept (mode 0600) in the data folder so every start can print them: the
-/// database keeps only hashes.
+/// database keeps only hashes. The operator's password is kept for the dashboard; the management
+/// API takes the management token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DevCredentials {
     pub email: String,
@@ -57,6 +62,9 @@ pub struct DevCredentials {
     pub client_id: String,
     pub client_secret: String,
     pub api_key: String,
+    /// Absent from files written before dev made one.
+    #[serde(default)]
+    pub management_token: String,
 }
 
 /// Secrets `gatehouse dev` generates once and keeps in `<data-dir>/dev.toml`, a config file other
@@ -125,12 +133,22 @@ pub fn run(mut config: Config, args: DevArgs) -> Result<(), CliError> {
     let seeded = seed(&mut conn, &data_dir, &Pepper::new(&config.auth.pepper))?;
     drop(conn);
 
+    let sample_path = sample::write(&data_dir).map_err(|e| CliError::runtime(format!("{e:#}")))?;
+
     let master = MasterKey::from_config(&config.auth.master_key).map_err(|e| CliError::Usage(e.to_string()))?;
     let result = actix_rt::System::new().block_on(async move {
         let simulators = start_demo_workers(&url, &master)?;
         let app = Application::build(config).await?;
         let base = app.base_url(host_of(&args.listen));
-        print_banner(&base, &seeded, &config_path, &simulators);
+        let info = banner::DevInfo { base, seeded: &seeded, config_path, sample_path, workers: &simulators };
+        let env_path = data_dir.join(banner::ENV_FILE);
+        write_private(&env_path, banner::env_file(&info).as_bytes()).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        let text = banner::render(&info, &env_path);
+        let probe = info.base.clone();
+        actix_rt::spawn(async move {
+            banner::wait_until_answering(&probe, std::time::Duration::from_secs(30)).await;
+            banner::print(&text);
+        });
         app.run_until_stopped().await
     });
     drop(running);
@@ -162,8 +180,8 @@ fn start_demo_workers(url: &str, master: &MasterKey) -> anyhow::Result<DemoWorke
     let aligner = started.port;
     actix_rt::spawn(started.server);
     let mut conn = PgConnection::establish(url)?;
-    demo_pool(&mut conn, master, "demo", "llm", DEMO_MODEL, &llm, 16)?;
-    demo_pool(&mut conn, master, "demo-aligner", "aligner", DEMO_ALIGNER_MODEL, &[aligner], 1)?;
+    demo_pool(&mut conn, master, "demo", PoolKind::Llm, DEMO_MODEL, &llm, 16)?;
+    demo_pool(&mut conn, master, "demo-aligner", PoolKind::Aligner, DEMO_ALIGNER_MODEL, &[aligner], 1)?;
     Ok(DemoWorkers { llm, aligner })
 }
 
@@ -171,7 +189,7 @@ fn demo_pool(
     conn: &mut PgConnection,
     master: &MasterKey,
     name: &str,
-    kind: &str,
+    kind: PoolKind,
     model: &str,
     ports: &[u16],
     slots: i32,
@@ -181,7 +199,7 @@ fn demo_pool(
     match pools.iter().find(|p| p.name == name) {
         Some(pool) => {
             for w in &pool.workers {
-                service::workers::set_worker_state(conn, &w.id, "removed", &actor).map_err(|e| anyhow::anyhow!("{e}"))?;
+                service::workers::set_worker_state(conn, &w.id, WorkerState::Removed, &actor).map_err(|e| anyhow::anyhow!("{e}"))?;
             }
         }
         None => {
@@ -230,6 +248,7 @@ pub fn seed(conn: &mut PgConnection, data_dir: &Path, pepper: &Pepper) -> Result
         client_id: String::new(),
         client_secret: String::new(),
         api_key: String::new(),
+        management_token: String::new(),
     });
     let mut changed = saved.is_none();
 
@@ -290,6 +309,18 @@ pub fn seed(conn: &mut PgConnection, data_dir: &Path, pepper: &Pepper) -> Result
         creds.api_key = service::api_keys::create(conn, pepper, &tenant, &req, &Actor::cli())?.key;
         changed = true;
     }
+
+    let token_ok = crate::auth::secrets::parse_management_token(&creds.management_token).is_some_and(|parsed| {
+        admins::find_token_for_authentication(conn, parsed.id).is_ok_and(|record| {
+            record.is_some_and(|r| {
+                r.usable && matches!(r.owner, admins::TokenOwner::Operator(_)) && pepper.verify(&creds.management_token, &r.secret_hash)
+            })
+        })
+    });
+    if !token_ok {
+        creds.management_token = service::accounts::create_operator_token(conn, pepper, DEV_OPERATOR_EMAIL, "dev", &Actor::cli())?.token;
+        changed = true;
+    }
     if changed {
         let text = serde_json::to_vec_pretty(&creds).map_err(CliError::runtime)?;
         write_private(&file, &text)?;
@@ -316,44 +347,4 @@ fn host_of(listen: &str) -> &str {
         Some((host, _)) => host,
         None => "127.0.0.1",
     }
-}
-
-fn print_banner(base: &str, seeded: &Seeded, config_path: &Path, simulators: &DemoWorkers) {
-    let c = &seeded.credentials;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "\nGatehouse dev is running at {base}\n\
-         \n  health:    curl -f {base}/healthz\
-         \n  operator:  {email} / {password}\
-         \n  tenant:    Demo (slug {slug}, id {tenant})\
-         \n  client:    {client_id}\
-         \n  api key:   {api_key}\
-         \n  config:    export GATEHOUSE_CONFIG={config}   # other gatehouse commands, same database\
-         \n\nGet an access token (OAuth2 client credentials):\
-         \n  curl -s -u '{client_id}:{client_secret}' -d grant_type=client_credentials {base}/oauth2/token\
-         \n\nList models with the API key (or with the token's access_token):\
-         \n  curl -s -H 'Authorization: Bearer {api_key}' {base}/v1/models\
-         \n\nChat ({model} is served by {workers} worker SIMULATORS on ports {ports}):\
-         \n  curl -s -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\\
-         \n    -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}' {base}/v1/chat/completions\
-         \n\nAlign a transcript to audio ({aligner_model}, an aligner SIMULATOR on port {aligner_port}):\
-         \n  curl -s -H 'Authorization: Bearer {api_key}' -F file=@speech.wav -F 'text=the transcript' -F language=en \\\
-         \n    {base}/v1/audio/alignments\
-         \n\nPress Ctrl-C to stop (the private PostgreSQL stops with it).\n",
-        email = c.email,
-        password = c.password,
-        slug = seeded.tenant_slug,
-        tenant = seeded.tenant_id,
-        client_id = c.client_id,
-        client_secret = c.client_secret,
-        api_key = c.api_key,
-        config = config_path.display(),
-        model = DEMO_MODEL,
-        workers = simulators.llm.len(),
-        ports = simulators.llm.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
-        aligner_model = DEMO_ALIGNER_MODEL,
-        aligner_port = simulators.aligner,
-    );
-    let _ = out.flush();
 }

@@ -1,12 +1,16 @@
-//! Domain types and rules: newtype ids, validated values, business rules. No actix, no diesel:
-//! everything here is plain Rust, unit-tested inline.
+//! Domain types and rules: newtype ids, validated values, named states, business rules. No actix
+//! and no queries: plain Rust, unit-tested inline (named states derive diesel's column mapping).
 
+pub mod alignment;
 pub mod ids;
 pub mod net;
 pub mod scope;
+pub mod states;
 pub mod tenant;
 
+pub use alignment::*;
 pub use ids::*;
 pub use net::*;
 pub use scope::*;
+pub use states::*;
 pub use tenant::*;

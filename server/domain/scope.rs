@@ -1,4 +1,4 @@
-//! OAuth2 scopes (shared/spec/auth.md §1). Grantable to a credential = its allowed scopes ∩ its
+//! OAuth2 scopes (docs/auth.md, scopes). Grantable to a credential = its allowed scopes ∩ its
 //! tenant's plan entitlements. `oauth2:introspect` is a client capability (introspect other
 //! clients' tokens in the same tenant), never placed in an access token.
 

@@ -13,8 +13,6 @@ pub enum TenantRuleError {
     InvalidName,
     #[error("time zone `{0}` is not an IANA time zone name (e.g. Europe/Berlin, UTC)")]
     InvalidTimeZone(String),
-    #[error("status `{0}` is invalid: expected active or disabled")]
-    InvalidStatus(String),
 }
 
 /// URL-safe tenant handle, unique across the installation.
@@ -88,33 +86,6 @@ impl TimeZone {
 
     pub fn name(&self) -> &'static str {
         self.0.name()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TenantStatus {
-    Active,
-    Disabled,
-}
-
-impl TenantStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TenantStatus::Active => "active",
-            TenantStatus::Disabled => "disabled",
-        }
-    }
-}
-
-impl FromStr for TenantStatus {
-    type Err = TenantRuleError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "active" => Ok(TenantStatus::Active),
-            "disabled" => Ok(TenantStatus::Disabled),
-            other => Err(TenantRuleError::InvalidStatus(other.to_owned())),
-        }
     }
 }
 

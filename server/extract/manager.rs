@@ -8,10 +8,11 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
 
 use crate::auth::secrets;
+use crate::auth::service::BearerError;
 use crate::db::admins::TokenOwner;
 use crate::db::audit::{ActorKind, AuditEvent, Outcome};
 use crate::domain::{AdminId, OperatorId, TenantId};
-use crate::error::ApiError;
+use crate::error::{ApiError, Realm};
 use crate::state::AppState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +78,7 @@ impl FromRequest for Manager {
             let header = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
             let token = match header.split_once(' ') {
                 Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-                _ => return Err(ApiError::ManagementAuth("authentication required: send `Authorization: Bearer <management token>`")),
+                _ => return Err(ApiError::bearer(Realm::Management, BearerError::Missing)),
             };
             let record = if secrets::parse_management_token(token).is_some() {
                 state.auth.authenticate_management(&state.db, token).await?
@@ -94,7 +95,7 @@ impl FromRequest for Manager {
                         .origin(state.client_ip(&req), crate::telemetry::current_request_id())
                         .details(serde_json::json!({ "path": req.path() }));
                     state.audit.record(event).await;
-                    Err(ApiError::ManagementAuth("the management token is invalid"))
+                    Err(ApiError::bearer(Realm::Management, BearerError::InvalidToken("the management token is invalid")))
                 }
             }
         })

@@ -1,4 +1,4 @@
-//! The `/v1` resource server front door (shared/spec/auth.md §7): a middleware authenticates the
+//! The `/v1` resource server front door (docs/auth.md, resource server): a middleware authenticates the
 //! bearer credential before any handler or body extractor runs, and stores the `Principal` in
 //! the request; handlers take `Principal` and check their route's scope.
 
@@ -12,7 +12,7 @@ use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, web};
 use crate::auth::service::BearerError;
 pub use crate::auth::service::Principal;
 use crate::db::audit::{ActorKind, AuditEvent, Outcome};
-use crate::error::ApiError;
+use crate::error::{ApiError, Realm};
 use crate::state::AppState;
 
 impl Principal {
@@ -36,7 +36,7 @@ impl FromRequest for Principal {
     }
 }
 
-/// Step 1 of §7: exactly one `Authorization: Bearer <b64token>`; no token in the query.
+/// The first check: exactly one `Authorization: Bearer <b64token>`; no token in the query.
 fn bearer_token(req: &ServiceRequest) -> Result<String, BearerError> {
     let mut values = req.headers().get_all(actix_web::http::header::AUTHORIZATION);
     let query_token = req.query_string().split('&').any(|p| p.split('=').next() == Some("access_token"));
@@ -84,7 +84,7 @@ pub async fn authenticate_v1<B: MessageBody>(req: ServiceRequest, next: Next<B>)
             }
             // A response, not an `Err`: outer middleware (security headers, request id) still
             // applies to it.
-            let response = actix_web::ResponseError::error_response(&ApiError::Bearer(e));
+            let response = actix_web::ResponseError::error_response(&ApiError::bearer(Realm::Api, e));
             Ok(req.into_response(response).map_into_right_body())
         }
     }

@@ -74,27 +74,19 @@ impl LocalStore {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// The counters' state for `checks`, taking nothing (for the headers of an answer that was
+    /// refused before admission).
+    pub fn peek(&self, checks: &[Check]) -> Vec<CounterState> {
+        let now = self.now();
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        measure(&mut guard, now, checks).0
+    }
+
     pub fn admit(&self, id: &str, checks: &[Check]) -> Verdict {
         let now = self.now();
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let state = &mut *guard;
-        let mut states = Vec::with_capacity(checks.len());
-        let mut refused = None;
-        for (i, c) in checks.iter().enumerate() {
-            let (used, reset, retry) = if c.dim.is_window() {
-                let w = state.windows.entry(c.key.clone()).or_default();
-                w.expire(now);
-                let retry = (w.total + c.amount > c.limit).then(|| w.retry_after(now, c.limit, c.amount));
-                (w.total, w.reset(now), retry)
-            } else {
-                let held = state.leases.get(&c.key).map_or(0, |l| l.len() as u64);
-                (held, Duration::ZERO, (held + 1 > c.limit).then_some(CONCURRENCY_RETRY))
-            };
-            if let Some(retry_after) = retry {
-                refused.get_or_insert((i, retry_after));
-            }
-            states.push(CounterState { dim: c.dim, limit: c.limit, remaining: c.limit.saturating_sub(used), reset });
-        }
+        let (mut states, refused) = measure(state, now, checks);
         if let Some((check, retry_after)) = refused {
             return Verdict::Refused { check, retry_after, states };
         }
@@ -157,6 +149,29 @@ impl LocalStore {
             state.leases.get(key).map_or(0, |l| l.len() as u64)
         }
     }
+}
+
+/// Each check's counter after expiring old entries, and the first check that cannot take its
+/// amount (with when it could).
+fn measure(state: &mut State, now: u64, checks: &[Check]) -> (Vec<CounterState>, Option<(usize, Duration)>) {
+    let mut states = Vec::with_capacity(checks.len());
+    let mut refused = None;
+    for (i, c) in checks.iter().enumerate() {
+        let (used, reset, retry) = if c.dim.is_window() {
+            let w = state.windows.entry(c.key.clone()).or_default();
+            w.expire(now);
+            let retry = (w.total + c.amount > c.limit).then(|| w.retry_after(now, c.limit, c.amount));
+            (w.total, w.reset(now), retry)
+        } else {
+            let held = state.leases.get(&c.key).map_or(0, |l| l.len() as u64);
+            (held, Duration::ZERO, (held + 1 > c.limit).then_some(CONCURRENCY_RETRY))
+        };
+        if let Some(retry_after) = retry {
+            refused.get_or_insert((i, retry_after));
+        }
+        states.push(CounterState { dim: c.dim, limit: c.limit, remaining: c.limit.saturating_sub(used), reset });
+    }
+    (states, refused)
 }
 
 #[cfg(test)]

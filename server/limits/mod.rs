@@ -22,7 +22,9 @@ use actix_web::HttpResponse;
 use actix_web::http::header::{HeaderName, HeaderValue};
 
 use crate::config::{RedisConfig, RedisFailure};
+use crate::domain::TenantId;
 use crate::error::ApiError;
+use crate::tasks::Supervisor;
 
 /// The length of every per-minute window.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -84,7 +86,7 @@ pub enum Scope {
 /// Who is asking, and the limits that apply to them.
 #[derive(Debug, Clone)]
 pub struct Subject {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub credential_id: String,
     pub tenant: Limits,
     pub credential: Limits,
@@ -112,7 +114,7 @@ impl Subject {
     pub fn checks(&self, demand: Demand) -> Vec<Check> {
         let mut out = Vec::new();
         for (scope, limits, id) in
-            [(Scope::Tenant, &self.tenant, &self.tenant_id), (Scope::Credential, &self.credential, &self.credential_id)]
+            [(Scope::Tenant, &self.tenant, self.tenant_id.as_str()), (Scope::Credential, &self.credential, self.credential_id.as_str())]
         {
             for dim in Dimension::ALL {
                 let Some(limit) = limits.get(dim) else { continue };
@@ -163,13 +165,17 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub async fn new(config: &RedisConfig) -> anyhow::Result<RateLimiter> {
-        let redis = if config.url.is_empty() { None } else { Some(Arc::new(shared::RedisStore::connect(config).await?)) };
+    /// The limiter; with Redis, its settler (reconciles and releases in batches) runs under the
+    /// supervisor.
+    pub async fn new(config: &RedisConfig, tasks: &Arc<Supervisor>) -> anyhow::Result<RateLimiter> {
+        let redis = if config.url.is_empty() {
+            None
+        } else {
+            let (store, settler) = shared::RedisStore::connect(config).await?;
+            tasks.spawn("redis_settler", move || settler.clone().run());
+            Some(Arc::new(store))
+        };
         Ok(RateLimiter { local: Arc::new(local::LocalStore::new()), redis, on_error: config.on_error })
-    }
-
-    pub fn local_only() -> RateLimiter {
-        RateLimiter { local: Arc::new(local::LocalStore::new()), redis: None, on_error: RedisFailure::Local }
     }
 
     pub fn is_shared(&self) -> bool {
@@ -231,6 +237,23 @@ impl RateLimiter {
                     states,
                 })
             }
+        }
+    }
+
+    /// The subject's counters as they stand, taking nothing: the headers of an answer refused
+    /// before admission (a validation error). Empty when the store cannot be read.
+    pub async fn peek(&self, subject: &Subject) -> Vec<CounterState> {
+        let checks = subject.checks(Demand::default());
+        if checks.is_empty() {
+            return Vec::new();
+        }
+        match &self.redis {
+            Some(redis) => match redis.peek(&checks).await {
+                Ok(states) => states,
+                Err(_) if self.on_error == RedisFailure::Local => self.local.peek(&checks),
+                Err(_) => Vec::new(),
+            },
+            None => self.local.peek(&checks),
         }
     }
 
@@ -389,7 +412,7 @@ mod tests {
     use super::*;
 
     fn subject(tenant: Limits, credential: Limits) -> Subject {
-        Subject { tenant_id: "ten_a".into(), credential_id: "key_a".into(), tenant, credential }
+        Subject { tenant_id: TenantId::from_trusted("ten_a".to_owned()), credential_id: "key_a".into(), tenant, credential }
     }
 
     #[test]

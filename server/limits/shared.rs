@@ -4,7 +4,7 @@
 //! one script call per few milliseconds, off the request path. Keys expire on their own, so a
 //! crashed instance leaves nothing behind for longer than a window (or a lease).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -19,9 +19,9 @@ const LEASE: Duration = Duration::from_secs(600);
 const SETTLE_BATCH_WAIT: Duration = Duration::from_millis(5);
 const SETTLE_BATCH_MAX: usize = 500;
 
-/// KEYS: one base key per check. ARGV: id, window ms, lease ms, then per check kind (`w` window,
-/// `c` concurrency), limit, amount. Returns {admitted, refused check (1-based) or 0, retry ms,
-/// then per check: used, reset ms}.
+/// KEYS: one base key per check. ARGV: id (empty: only measure, take nothing), window ms, lease
+/// ms, then per check kind (`w` window, `c` concurrency), limit, amount. Returns {admitted,
+/// refused check (1-based) or 0, retry ms, then per check: used, reset ms}.
 const ADMIT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -81,7 +81,7 @@ for i = 1, n do
     end
   end
 end
-if refused == 0 then
+if refused == 0 and id ~= '' then
   for i = 1, n do
     local base = KEYS[i]
     local kind, amount = ARGV[1 + 3 * i], tonumber(ARGV[3 + 3 * i])
@@ -159,7 +159,8 @@ pub fn report_error(e: &RedisError) {
 impl RedisStore {
     /// Opens the client; an unreachable Redis at start-up is not fatal (the failure policy
     /// applies until it answers).
-    pub async fn connect(config: &RedisConfig) -> anyhow::Result<RedisStore> {
+    /// The settler returned beside the store must be run (under the supervisor).
+    pub async fn connect(config: &RedisConfig) -> anyhow::Result<(RedisStore, Settler)> {
         let client = redis::Client::open(config.url.expose())?;
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let store = RedisStore {
@@ -175,9 +176,13 @@ impl RedisStore {
             Ok(_) => tracing::info!("rate limiter: counters shared through redis"),
             Err(e) => tracing::warn!(error = %e, "rate limiter: redis unreachable at start-up; applying redis.on_error until it answers"),
         }
-        let settler = Settler { client: store.client.clone(), timeout: store.timeout, prefix: store.prefix.clone() };
-        tokio::spawn(settler.run(settle_rx));
-        Ok(store)
+        let settler = Settler {
+            client: store.client.clone(),
+            timeout: store.timeout,
+            prefix: store.prefix.clone(),
+            rx: Arc::new(tokio::sync::Mutex::new(settle_rx)),
+        };
+        Ok((store, settler))
     }
 
     async fn connection(&self) -> Result<ConnectionManager, RedisError> {
@@ -196,7 +201,26 @@ impl RedisStore {
         Ok(c)
     }
 
+    /// The counters' state for `checks`, taking nothing.
+    pub async fn peek(&self, checks: &[Check]) -> Result<Vec<CounterState>, RedisError> {
+        Ok(self.invoke("", checks).await?.1)
+    }
+
     pub async fn admit(&self, id: &str, checks: &[Check]) -> Result<Verdict, RedisError> {
+        let (reply, mut states) = self.invoke(id, checks).await?;
+        if reply[0] == 1 {
+            for (s, c) in states.iter_mut().zip(checks) {
+                s.remaining = s.remaining.saturating_sub(c.amount);
+            }
+            Ok(Verdict::Admitted { states })
+        } else {
+            let check = (reply[1].max(1) - 1) as usize;
+            Ok(Verdict::Refused { check: check.min(checks.len() - 1), retry_after: Duration::from_millis(reply[2].max(1) as u64), states })
+        }
+    }
+
+    /// One run of the admission script: its raw reply and each counter's state before taking.
+    async fn invoke(&self, id: &str, checks: &[Check]) -> Result<(Vec<i64>, Vec<CounterState>), RedisError> {
         let mut conn = self.connection().await?;
         let mut invocation = self.admit.prepare_invoke();
         invocation.arg(id).arg(WINDOW.as_millis() as u64).arg(LEASE.as_millis() as u64);
@@ -210,7 +234,7 @@ impl RedisStore {
         if reply.len() != 3 + 2 * checks.len() {
             return Err(RedisError::Shape);
         }
-        let mut states: Vec<CounterState> = checks
+        let states: Vec<CounterState> = checks
             .iter()
             .enumerate()
             .map(|(i, c)| {
@@ -219,15 +243,7 @@ impl RedisStore {
                 CounterState { dim: c.dim, limit: c.limit, remaining: c.limit.saturating_sub(used), reset }
             })
             .collect();
-        if reply[0] == 1 {
-            for (s, c) in states.iter_mut().zip(checks) {
-                s.remaining = s.remaining.saturating_sub(c.amount);
-            }
-            Ok(Verdict::Admitted { states })
-        } else {
-            let check = (reply[1].max(1) - 1) as usize;
-            Ok(Verdict::Refused { check: check.min(checks.len() - 1), retry_after: Duration::from_millis(reply[2].max(1) as u64), states })
-        }
+        Ok((reply, states))
     }
 
     pub fn settle(&self, ops: Vec<Settle>) {
@@ -247,14 +263,19 @@ async fn connect(client: &redis::Client, timeout: Duration) -> Result<Connection
 
 /// Applies reconciles and releases in batches: one script call for everything that arrived
 /// within a few milliseconds.
-struct Settler {
+/// Its receiver outlives one run of the loop: a settler that died is started again on the same
+/// queue.
+#[derive(Clone)]
+pub struct Settler {
     client: redis::Client,
     timeout: Duration,
     prefix: String,
+    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Settle>>>,
 }
 
 impl Settler {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Settle>) {
+    pub async fn run(self) {
+        let mut rx = self.rx.lock().await;
         let script = redis::Script::new(SETTLE);
         let mut conn: Option<ConnectionManager> = None;
         while let Some(first) = rx.recv().await {

@@ -1,8 +1,6 @@
 //! The one routing table. One file per resource; each handler is `verb_noun`.
 
-pub mod alignments;
 pub mod api;
-pub mod completions;
 pub mod health;
 pub mod oauth;
 pub mod v1;
@@ -14,7 +12,7 @@ use crate::error::ApiError;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").get(health::get_healthz))
         .service(web::resource("/readyz").get(health::get_readyz))
-        .service(web::resource("/metrics").get(crate::metrics::get_metrics))
+        .service(web::resource("/metrics").get(health::get_metrics))
         .configure(oauth::configure)
         .service(web::scope("/v1").wrap(actix_web::middleware::from_fn(crate::extract::authenticate_v1)).configure(v1::configure))
         .service(web::scope("/api").configure(api::configure));

@@ -1,4 +1,4 @@
-//! The authorization server (shared/spec/auth.md §3–§6, §8, §9, §12): token, revocation and
+//! The authorization server (docs/auth.md): token, revocation and
 //! introspection endpoints with exact RFC 6749 request parsing, plus the metadata and JWKS
 //! documents. Errors use `OAuthError` (RFC 6749 §5.2 JSON, always no-store).
 
@@ -17,10 +17,10 @@ use crate::auth::service::{AuthService, BearerError};
 use crate::db::audit::{ActorKind, AuditEvent, Outcome};
 use crate::db::clients::ClientAuthRecord;
 use crate::domain::{INTROSPECT, Scopes, TOKEN_SCOPES};
-use crate::oauth_error::OAuthError;
+use crate::error::oauth::OAuthError;
 use crate::state::AppState;
 
-/// Token endpoint bodies are small (§4).
+/// Token endpoint bodies are small.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -73,7 +73,7 @@ impl From<ServiceError> for crate::error::ApiError {
         use crate::error::ApiError;
         match e {
             ServiceError::Invalid { field, message } => {
-                ApiError::Validation { message: format!("`{field}`: {message}"), param: Some(field) }
+                ApiError::Validation { code: "invalid_value", message: format!("`{field}`: {message}"), param: Some(field) }
             }
             ServiceError::NotFound(m) => ApiError::NotFound(m),
             ServiceError::Conflict(m) => ApiError::Conflict(m),
@@ -82,9 +82,9 @@ impl From<ServiceError> for crate::error::ApiError {
     }
 }
 
-impl From<ServiceError> for crate::cli::CliError {
+impl From<ServiceError> for crate::error::CliError {
     fn from(e: ServiceError) -> Self {
-        use crate::cli::CliError;
+        use crate::error::CliError;
         match e {
             ServiceError::Invalid { .. } => CliError::Usage(e.to_string()),
             other => CliError::runtime(other),

@@ -8,9 +8,9 @@ use utoipa::ToSchema;
 
 use super::{Actor, ServiceError};
 use crate::auth::seal::MasterKey;
-use crate::db::workers::{self, Pool, Worker};
+use crate::db::workers::{self, Pool, Worker, worker_seal_context};
 use crate::db::{DbError, audit};
-use crate::domain::{PoolId, WorkerId};
+use crate::domain::{PoolId, PoolKind, PoolSource, WorkerId, WorkerState};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -19,7 +19,7 @@ pub struct CreatePoolRequest {
     pub name: String,
     /// `llm` (OpenAI-compatible workers such as vLLM) or `aligner` (forced-alignment workers
     /// serving `POST /v1/align/batch`).
-    pub kind: String,
+    pub kind: PoolKind,
     /// Model names every worker of the pool serves.
     pub models: Vec<String>,
     /// How long a request may wait for a slot before 503 (default 30000 ms).
@@ -37,10 +37,10 @@ pub struct CreatePoolRequest {
 
 impl CreatePoolRequest {
     /// A pool with default queue and batch settings.
-    pub fn new(name: &str, kind: &str, models: Vec<String>) -> CreatePoolRequest {
+    pub fn new(name: &str, kind: PoolKind, models: Vec<String>) -> CreatePoolRequest {
         CreatePoolRequest {
             name: name.into(),
-            kind: kind.into(),
+            kind,
             models,
             queue_deadline_ms: None,
             batch_max_items: None,
@@ -68,14 +68,14 @@ pub struct WorkerResponse {
     pub base_url: String,
     pub has_api_key: bool,
     pub slots: i32,
-    pub state: String,
+    pub state: WorkerState,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PoolResponse {
     pub id: String,
     pub name: String,
-    pub kind: String,
+    pub kind: PoolKind,
     pub models: Vec<String>,
     pub queue_deadline_ms: i32,
     pub batch_max_items: i32,
@@ -112,10 +112,6 @@ fn pool_response(conn: &mut PgConnection, pool: Pool) -> Result<PoolResponse, Se
     })
 }
 
-pub fn worker_seal_context(id: &str) -> String {
-    format!("worker_api_key:{id}")
-}
-
 /// A pool request's settings, checked and with defaults filled in.
 struct ValidPool {
     models: Vec<String>,
@@ -126,11 +122,11 @@ struct ValidPool {
 }
 
 impl ValidPool {
-    fn row<'a>(&'a self, id: &'a str, req: &'a CreatePoolRequest, source: &'a str) -> workers::NewPool<'a> {
+    fn row<'a>(&'a self, id: &'a str, req: &'a CreatePoolRequest, source: PoolSource) -> workers::NewPool<'a> {
         workers::NewPool {
             id,
             name: &req.name,
-            kind: &req.kind,
+            kind: req.kind,
             models: &self.models,
             queue_deadline_ms: self.deadline,
             batch_max_items: self.batch_max_items,
@@ -144,7 +140,7 @@ impl ValidPool {
 pub fn create_pool(conn: &mut PgConnection, req: &CreatePoolRequest, actor: &Actor) -> Result<PoolResponse, ServiceError> {
     let valid = validate_pool(req)?;
     let id = PoolId::generate();
-    let new = valid.row(id.as_str(), req, "api");
+    let new = valid.row(id.as_str(), req, PoolSource::Api);
     conn.transaction(|conn| {
         let pool = workers::insert_pool(conn, &new).map_err(|e| match DbError::from(e) {
             DbError::Conflict(_) => ServiceError::Conflict(format!("a pool named `{}` already exists", req.name)),
@@ -161,9 +157,6 @@ fn validate_pool(req: &CreatePoolRequest) -> Result<ValidPool, ServiceError> {
         && req.name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
     if !name_ok {
         return Err(ServiceError::invalid("name", "use 1-63 lowercase letters, digits, `-` and `_`"));
-    }
-    if req.kind != "llm" && req.kind != "aligner" {
-        return Err(ServiceError::invalid("kind", "must be `llm` or `aligner`"));
     }
     let models: Vec<String> = req.models.iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
     if models.is_empty() || models.iter().any(|m| m.len() > 200 || m.chars().any(char::is_control)) {
@@ -212,7 +205,7 @@ pub fn apply_declared_pools(
     for d in declared {
         let req = CreatePoolRequest {
             name: d.name.clone(),
-            kind: d.kind.clone(),
+            kind: d.kind,
             models: d.models.clone(),
             queue_deadline_ms: d.queue_deadline_ms,
             batch_max_items: d.batch_max_items,
@@ -246,13 +239,13 @@ pub fn apply_declared_pools(
                     ));
                 }
                 Some(p) => {
-                    let pool = workers::update_pool(conn, &valid.row(&p.id, req, "config"))?;
+                    let pool = workers::update_pool(conn, &valid.row(&p.id, req, PoolSource::Config))?;
                     report.updated.push(pool.name.clone());
                     pool
                 }
                 None => {
                     let id = PoolId::generate();
-                    let pool = workers::insert_pool(conn, &valid.row(id.as_str(), req, "config"))?;
+                    let pool = workers::insert_pool(conn, &valid.row(id.as_str(), req, PoolSource::Config))?;
                     audit::insert(
                         conn,
                         &actor.event("pool.create").target("pool", id.as_str()).details(serde_json::json!({ "source": "config" })),
@@ -265,8 +258,8 @@ pub fn apply_declared_pools(
             for (url, slots, key) in declared_workers {
                 let (id, state) = match rows.iter().find(|w| &w.base_url == url) {
                     // A drained worker stays drained until the operator resumes it.
-                    Some(w) => (w.id.clone(), if w.state == "draining" { "draining" } else { "active" }),
-                    None => (WorkerId::generate().to_string(), "active"),
+                    Some(w) => (w.id.clone(), if w.state == WorkerState::Draining { WorkerState::Draining } else { WorkerState::Active }),
+                    None => (WorkerId::generate().to_string(), WorkerState::Active),
                 };
                 let sealed = match key {
                     Some(k) => {
@@ -280,11 +273,13 @@ pub fn apply_declared_pools(
                     workers::insert_worker(conn, &id, &pool.id, url, sealed.as_deref(), *slots)?;
                 }
             }
-            for gone in rows.iter().filter(|w| w.state != "removed" && !declared_workers.iter().any(|(u, _, _)| u == &w.base_url)) {
-                workers::set_worker_state(conn, &gone.id, "removed")?;
+            for gone in
+                rows.iter().filter(|w| w.state != WorkerState::Removed && !declared_workers.iter().any(|(u, _, _)| u == &w.base_url))
+            {
+                workers::set_worker_state(conn, &gone.id, WorkerState::Removed)?;
             }
         }
-        for stale in existing.iter().filter(|p| p.source == "config" && !checked.iter().any(|(r, _, _)| r.name == p.name)) {
+        for stale in existing.iter().filter(|p| p.source == PoolSource::Config && !checked.iter().any(|(r, _, _)| r.name == p.name)) {
             workers::delete_pool(conn, &stale.id)?;
             audit::insert(conn, &actor.event("pool.delete").target("pool", &stale.id).details(serde_json::json!({ "source": "config" })))?;
             report.deleted.push(stale.name.clone());
@@ -330,7 +325,7 @@ pub fn add_worker(
         diesel::result::Error::NotFound => ServiceError::NotFound(format!("no pool named `{pool_name}`")),
         other => other.into(),
     })?;
-    if pool.source == "config" {
+    if pool.source == PoolSource::Config {
         return Err(declared_in_config(&pool));
     }
     let id = WorkerId::generate();
@@ -355,12 +350,12 @@ pub fn add_worker(
 }
 
 /// `draining`: finish in-flight work, take no new work. `removed`: gone.
-pub fn set_worker_state(conn: &mut PgConnection, raw_id: &str, state: &'static str, actor: &Actor) -> Result<WorkerResponse, ServiceError> {
+pub fn set_worker_state(conn: &mut PgConnection, raw_id: &str, state: WorkerState, actor: &Actor) -> Result<WorkerResponse, ServiceError> {
     let id = WorkerId::parse(raw_id).map_err(|_| ServiceError::NotFound("worker not found".into()))?;
     conn.transaction(|conn| {
-        if state == "removed" {
+        if state == WorkerState::Removed {
             match workers::find_pool_of_worker(conn, id.as_str()) {
-                Ok(pool) if pool.source == "config" => return Err(declared_in_config(&pool)),
+                Ok(pool) if pool.source == PoolSource::Config => return Err(declared_in_config(&pool)),
                 Ok(_) | Err(diesel::result::Error::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -371,7 +366,7 @@ pub fn set_worker_state(conn: &mut PgConnection, raw_id: &str, state: &'static s
         })?;
         audit::insert(
             conn,
-            &actor.event(if state == "draining" { "worker.drain" } else { "worker.remove" }).target("worker", id.as_str()),
+            &actor.event(if state == WorkerState::Draining { "worker.drain" } else { "worker.remove" }).target("worker", id.as_str()),
         )?;
         Ok(worker.into())
     })

@@ -1,109 +1,15 @@
-//! Forced alignment on aligner workers: the languages Qwen3-ForcedAligner aligns, the job a
-//! request puts in its pool's batching `InferenceQueue`, and the executor that sends each formed
-//! batch as one `POST {worker}/v1/align/batch` (docs/aligner-contract.md) and fans the results
+//! Forced alignment on aligner workers: the executor that sends each batch formed by an aligner
+//! pool's `InferenceQueue` as one `POST {worker}/v1/align/batch` (docs/aligner-contract.md) and fans the results
 //! back to the waiting requests. One bad item fails only itself; a failed batch fails its items.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web::Bytes;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::actors::inference_queue::{Batch, Outcome, QueueError};
-
-/// How words are split: by spaces, or one unit per character (Chinese, Japanese, Cantonese).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Unit {
-    Word,
-    Character,
-}
-
-/// A language the aligner supports: the model's name for it and its ISO 639 code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Language {
-    pub name: &'static str,
-    pub code: &'static str,
-    pub unit: Unit,
-}
-
-/// Qwen3-ForcedAligner's languages. Cantonese has no ISO 639-1 code; its 639-3 code is `yue`.
-pub const LANGUAGES: &[Language] = &[
-    Language { name: "Chinese", code: "zh", unit: Unit::Character },
-    Language { name: "English", code: "en", unit: Unit::Word },
-    Language { name: "Cantonese", code: "yue", unit: Unit::Character },
-    Language { name: "French", code: "fr", unit: Unit::Word },
-    Language { name: "German", code: "de", unit: Unit::Word },
-    Language { name: "Italian", code: "it", unit: Unit::Word },
-    Language { name: "Japanese", code: "ja", unit: Unit::Character },
-    Language { name: "Korean", code: "ko", unit: Unit::Word },
-    Language { name: "Portuguese", code: "pt", unit: Unit::Word },
-    Language { name: "Russian", code: "ru", unit: Unit::Word },
-    Language { name: "Spanish", code: "es", unit: Unit::Word },
-];
-
-/// The language named by `input`: a name or a code, any case (`English`, `en`, `EN`).
-pub fn language(input: &str) -> Option<&'static Language> {
-    let input = input.trim();
-    LANGUAGES.iter().find(|l| l.name.eq_ignore_ascii_case(input) || l.code.eq_ignore_ascii_case(input))
-}
-
-/// One aligned unit (word or character), in milliseconds from the start of the audio.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AlignedUnit {
-    pub text: String,
-    pub start_ms: u64,
-    pub end_ms: u64,
-}
-
-/// One alignment job: checked 16 kHz mono PCM16 WAV audio and its cleaned transcript.
-#[derive(Debug, Clone)]
-pub struct AlignItem {
-    pub model: Arc<str>,
-    pub wav: Bytes,
-    pub text: String,
-    /// The model's language name (`English`).
-    pub language: &'static str,
-    pub audio_ms: u64,
-}
-
-/// What the worker answered for one item.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ItemResult {
-    Aligned {
-        duration_ms: u64,
-        items: Vec<AlignedUnit>,
-    },
-    /// The worker refused this item alone (`invalid_audio`, `alignment_failed`, …).
-    Refused {
-        code: String,
-        message: String,
-    },
-}
-
-/// A finished item, with how it was served.
-#[derive(Debug, Clone)]
-pub struct AlignDone {
-    pub result: ItemResult,
-    pub waited: Duration,
-    pub batch_size: usize,
-    pub worker_id: String,
-}
-
-/// Why an item got no answer from a worker.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AlignFailure {
-    #[error("{0}")]
-    Queue(QueueError),
-    #[error("the aligner worker failed: {0}")]
-    Worker(String),
-    #[error("the aligner worker did not answer in time")]
-    Timeout,
-}
-
-pub type AlignReply = Result<AlignDone, AlignFailure>;
+use crate::actors::inference_queue::{AlignDone, AlignFailure, Batch, ItemResult, Outcome};
+use crate::domain::AlignedUnit;
 
 /// Time allowed for a batch: a fixed part plus one second per second of audio in it.
 fn batch_timeout(audio_ms: u64) -> Duration {
@@ -250,19 +156,4 @@ async fn call_worker(
         });
     }
     (Outcome::Success, Ok(by_index))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn languages_resolve_by_name_or_code_in_any_case() {
-        assert_eq!(language("English").map(|l| l.code), Some("en"));
-        assert_eq!(language("en").map(|l| l.name), Some("English"));
-        assert_eq!(language(" JA ").map(|l| l.unit), Some(Unit::Character));
-        assert_eq!(language("yue").map(|l| l.name), Some("Cantonese"));
-        assert!(language("klingon").is_none());
-        assert!(language("").is_none());
-    }
 }

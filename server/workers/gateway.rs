@@ -1,6 +1,8 @@
 //! `Gateway`: which pool serves which model, one `InferenceQueue` per pool, and the active
 //! health checks. Loaded from PostgreSQL and refreshed in the background, so pools and workers
-//! added, drained or removed through the API or CLI apply without a restart.
+//! added, drained or removed through the API or CLI apply without a restart. The gateway owns
+//! its queues: one that died (a panic in the actor) is started again, with the pool's workers
+//! and settings, the next time its pool is asked for or reloaded, and the restart is counted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -8,10 +10,14 @@ use std::time::Duration;
 
 use crate::actors::inference_queue::{BatchSettings, InferenceQueueHandle, QueueSettings, WorkerSpec};
 use crate::auth::seal::MasterKey;
+use crate::config::GatewayConfig;
 use crate::db::{Db, DbError, workers};
+use crate::domain::{PoolKind, WorkerState};
 use crate::scheduler::QueueLimits;
+use crate::tasks::Supervisor;
 
 /// A model's pool as the gateway routes to it (shared: a request takes a reference, not a copy).
+#[derive(Clone)]
 pub struct PoolRoute {
     pub pool_id: String,
     pub pool_name: String,
@@ -24,6 +30,7 @@ pub struct PoolRoute {
 
 /// The request metrics of one model in one pool, registered once per route rather than looked
 /// up (labels allocated and hashed) on every request.
+#[derive(Clone)]
 pub struct RouteMetrics {
     pub queue_wait: metrics::Histogram,
     pub time_to_first_token: metrics::Histogram,
@@ -46,34 +53,88 @@ impl RouteMetrics {
     }
 }
 
-/// What a pool's workers do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolKind {
-    /// OpenAI-compatible LLM servers (vLLM).
-    Llm,
-    /// Forced-alignment workers (batched).
-    Aligner,
+/// A pool's queue with what it was started from.
+struct Pooled {
+    queue: InferenceQueueHandle,
+    /// Worker specs last applied.
+    workers: Vec<WorkerSpec>,
+    settings: QueueSettings,
+    name: String,
 }
 
-#[derive(Default)]
 pub struct Gateway {
     /// Outbound HTTP for the aligner pools' batch executors.
     http: reqwest::Client,
+    /// Where queues and executors run: the arbiter the gateway was made on (the main one), also
+    /// when a server thread revives a queue.
+    arbiter: actix_rt::ArbiterHandle,
+    tasks: Arc<Supervisor>,
+    eject_for: Duration,
+    eject_after: u32,
+    health_timeout: Duration,
     /// model name → pool.
     routes: RwLock<HashMap<String, Arc<PoolRoute>>>,
-    /// pool id → (queue, worker specs last applied).
-    queues: RwLock<HashMap<String, (InferenceQueueHandle, Vec<WorkerSpec>)>>,
+    /// pool id → its queue.
+    queues: RwLock<HashMap<String, Pooled>>,
     /// pool id → tenants with a queue-depth gauge, to zero the gauge when they leave.
     gauge_tenants: std::sync::Mutex<HashMap<String, std::collections::HashSet<String>>>,
 }
 
 impl Gateway {
-    pub fn new(http: reqwest::Client) -> Gateway {
-        Gateway { http, ..Gateway::default() }
+    /// Must be made on an actix system: queues run on its arbiter.
+    pub fn new(http: reqwest::Client, config: &GatewayConfig, tasks: Arc<Supervisor>) -> Gateway {
+        Gateway {
+            http,
+            arbiter: actix_rt::Arbiter::current(),
+            tasks,
+            eject_for: Duration::from_millis(config.eject_for_ms),
+            eject_after: config.eject_after_failures,
+            health_timeout: Duration::from_millis(config.health_timeout_ms),
+            routes: RwLock::default(),
+            queues: RwLock::default(),
+            gauge_tenants: std::sync::Mutex::default(),
+        }
     }
 
+    /// The route of `model`, its queue started again first if it died.
     pub fn route(&self, model: &str) -> Option<Arc<PoolRoute>> {
+        let route = self.routes.read().ok()?.get(model).cloned()?;
+        if route.queue.is_alive() {
+            return Some(route);
+        }
+        self.revive(&route.pool_id);
         self.routes.read().ok()?.get(model).cloned()
+    }
+
+    /// Starts a pool's queue (and, for aligner pools, its batch executor) on the gateway's arbiter.
+    fn start_queue(&self, name: &str, workers: Vec<WorkerSpec>, settings: QueueSettings) -> InferenceQueueHandle {
+        if settings.batch.is_some() {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            self.arbiter.spawn(crate::workers::aligner::run_executor(self.http.clone(), name.to_owned(), rx));
+            InferenceQueueHandle::start_batching(&self.arbiter, workers, settings, tx)
+        } else {
+            InferenceQueueHandle::start(&self.arbiter, workers, settings)
+        }
+    }
+
+    /// Replaces a pool's dead queue with a new one and points its routes at it. Requests that
+    /// waited in the dead queue were answered `Closed` (503); new ones go to the new queue.
+    fn revive(&self, pool_id: &str) {
+        let Ok(mut queues) = self.queues.write() else { return };
+        let Some(pooled) = queues.get_mut(pool_id) else { return };
+        if pooled.queue.is_alive() {
+            return; // another request revived it first
+        }
+        tracing::error!(pool = %pooled.name, "the pool's queue died; starting it again");
+        pooled.queue = self.start_queue(&pooled.name, pooled.workers.clone(), pooled.settings);
+        let queue = pooled.queue.clone();
+        drop(queues);
+        self.tasks.restarted("inference_queue");
+        if let Ok(mut routes) = self.routes.write() {
+            for route in routes.values_mut().filter(|r| r.pool_id == pool_id) {
+                *route = Arc::new(PoolRoute { queue: queue.clone(), ..route.as_ref().clone() });
+            }
+        }
     }
 
     /// The model names served by pools of `kind`, sorted.
@@ -103,14 +164,14 @@ impl Gateway {
                             let api_key = w
                                 .api_key_sealed
                                 .as_deref()
-                                .and_then(|sealed| master.open(sealed, &crate::service::workers::worker_seal_context(&w.id)).ok())
+                                .and_then(|sealed| master.open(sealed, &workers::worker_seal_context(&w.id)).ok())
                                 .and_then(|k| String::from_utf8(k).ok());
                             WorkerSpec {
                                 id: w.id,
                                 base_url: w.base_url,
                                 api_key,
                                 slots: w.slots.max(1) as u32,
-                                draining: w.state == "draining",
+                                draining: w.state == WorkerState::Draining,
                             }
                         })
                         .collect::<Vec<_>>();
@@ -122,7 +183,7 @@ impl Gateway {
         let mut routes = HashMap::new();
         let Ok(mut queues) = self.queues.write() else { return Ok(()) };
         for (pool, specs) in loaded {
-            let kind = if pool.kind == "aligner" { PoolKind::Aligner } else { PoolKind::Llm };
+            let kind = pool.kind;
             let batch = (kind == PoolKind::Aligner).then(|| BatchSettings {
                 max_items: pool.batch_max_items.max(1) as usize,
                 max_audio_ms: pool.batch_max_audio_ms.max(1) as u64,
@@ -134,26 +195,29 @@ impl Gateway {
                     max_total: pool.max_queue_total.max(1) as usize,
                 },
                 deadline: Duration::from_millis(pool.queue_deadline_ms.max(1) as u64),
-                eject_for: crate::actors::inference_queue::EJECT_FOR,
+                eject_for: self.eject_for,
+                eject_after: self.eject_after,
                 batch,
             };
             let queue = match queues.get_mut(&pool.id) {
-                Some((queue, applied)) => {
-                    if *applied != specs {
-                        queue.set_workers(specs.clone());
-                        *applied = specs.clone();
+                Some(pooled) if pooled.queue.is_alive() => {
+                    if pooled.workers != specs {
+                        pooled.queue.set_workers(specs.clone());
+                        pooled.workers = specs.clone();
                     }
-                    queue.clone()
+                    pooled.settings = settings;
+                    pooled.queue.clone()
                 }
-                None => {
-                    let queue = if settings.batch.is_some() {
-                        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                        actix_rt::spawn(crate::workers::aligner::run_executor(self.http.clone(), pool.name.clone(), rx));
-                        InferenceQueueHandle::start_batching(specs.clone(), settings, tx)
-                    } else {
-                        InferenceQueueHandle::start(specs.clone(), settings)
-                    };
-                    queues.insert(pool.id.clone(), (queue.clone(), specs.clone()));
+                existing => {
+                    if existing.is_some() {
+                        tracing::error!(pool = %pool.name, "the pool's queue died; starting it again");
+                        self.tasks.restarted("inference_queue");
+                    }
+                    let queue = self.start_queue(&pool.name, specs.clone(), settings);
+                    queues.insert(
+                        pool.id.clone(),
+                        Pooled { queue: queue.clone(), workers: specs.clone(), settings, name: pool.name.clone() },
+                    );
                     queue
                 }
             };
@@ -180,14 +244,17 @@ impl Gateway {
     /// One round of active health checks (`GET /health`, else `GET /v1/models`), then the
     /// queue and worker gauges.
     pub async fn check_health(&self, http: &reqwest::Client) {
-        for pool in self.pools() {
-            for worker in &pool.workers {
-                let healthy = probe(http, worker).await;
-                pool.queue.report_health(worker.id.clone(), healthy);
-                if healthy && pool.kind == PoolKind::Llm {
-                    pool.queue.report_load(worker.id.clone(), scrape_load(http, worker).await);
-                }
+        let pools = self.pools();
+        // Every worker at once: a dead one costs the round its timeout, not a timeout each.
+        let probes = pools.iter().flat_map(|pool| pool.workers.iter().map(move |worker| (pool, worker))).map(|(pool, worker)| async move {
+            let healthy = probe(http, worker, self.health_timeout).await;
+            pool.queue.report_health(worker.id.clone(), healthy);
+            if healthy && pool.kind == PoolKind::Llm {
+                pool.queue.report_load(worker.id.clone(), scrape_load(http, worker, self.health_timeout).await);
             }
+        });
+        futures_util::future::join_all(probes).await;
+        for pool in pools {
             let status = pool.queue.status().await;
             let mut seen = self.gauge_tenants.lock().map(|mut m| m.remove(&pool.pool_id).unwrap_or_default()).unwrap_or_default();
             let mut now = std::collections::HashSet::new();
@@ -217,8 +284,8 @@ impl Gateway {
 
 /// The worker's running + waiting requests from its Prometheus `/metrics` (vLLM), or None when
 /// it exposes no such reading.
-async fn scrape_load(http: &reqwest::Client, worker: &WorkerSpec) -> Option<u32> {
-    let mut req = http.get(format!("{}/metrics", worker.base_url)).timeout(Duration::from_secs(1));
+async fn scrape_load(http: &reqwest::Client, worker: &WorkerSpec, timeout: Duration) -> Option<u32> {
+    let mut req = http.get(format!("{}/metrics", worker.base_url)).timeout(timeout);
     if let Some(key) = &worker.api_key {
         req = req.bearer_auth(key);
     }
@@ -247,9 +314,9 @@ pub fn parse_vllm_load(text: &str) -> Option<u32> {
     found.then(|| total.round().min(f64::from(u32::MAX)) as u32)
 }
 
-async fn probe(http: &reqwest::Client, worker: &WorkerSpec) -> bool {
+async fn probe(http: &reqwest::Client, worker: &WorkerSpec, timeout: Duration) -> bool {
     for path in ["/health", "/v1/models"] {
-        let mut req = http.get(format!("{}{path}", worker.base_url)).timeout(Duration::from_secs(2));
+        let mut req = http.get(format!("{}{path}", worker.base_url)).timeout(timeout);
         if let Some(key) = &worker.api_key {
             req = req.bearer_auth(key);
         }

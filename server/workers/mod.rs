@@ -1,8 +1,6 @@
-//! Everything that talks to GPU workers: so far the protocol-faithful worker simulator used by
-//! `gatehouse dev`, tests and benchmarks. Pools, health checks, the circuit breaker and the
-//! LLM/aligner clients join it with the gateway issue.
+//! Everything that talks to GPU workers: the `Gateway` (which pool serves which model, health
+//! checks, vLLM load readings) and the aligner pools' batch executor. The simulators that stand
+//! in for workers live in `simulator`.
 
-pub mod align_simulator;
 pub mod aligner;
 pub mod gateway;
-pub mod simulator;

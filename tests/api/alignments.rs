@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use gatehouse::domain::TenantId;
 use gatehouse::service::Actor;
 use gatehouse::service::workers::{AddWorkerRequest, CreatePoolRequest};
-use gatehouse::workers::simulator::{Simulator, SimulatorConfig};
+use gatehouse::simulator::llm::{Simulator, SimulatorConfig};
 use serde_json::Value;
 
 use crate::helpers::{TEST_MASTER_KEY, TestApp, TestDb, eventually, seed};
@@ -61,7 +61,7 @@ fn add_pool(db: &TestDb, ports: &[u16], batch_max_items: i32, batch_max_wait_ms:
         batch_max_items: Some(batch_max_items),
         batch_max_wait_ms: Some(batch_max_wait_ms),
         queue_deadline_ms: Some(20_000),
-        ..CreatePoolRequest::new("align", "aligner", vec![MODEL.into()])
+        ..CreatePoolRequest::new("align", gatehouse::domain::PoolKind::Aligner, vec![MODEL.into()])
     };
     gatehouse::service::workers::create_pool(&mut conn, &req, &Actor::cli()).unwrap();
     for port in ports {
@@ -408,8 +408,8 @@ async fn jobs_are_idempotent_cancellable_and_private_to_their_tenant() {
 
 #[actix_web::test]
 async fn one_bad_item_fails_only_itself_within_its_batch() {
+    use gatehouse::actors::inference_queue::{AlignItem, ItemResult};
     use gatehouse::actors::inference_queue::{BatchSettings, InferenceQueueHandle, QueueSettings, WorkerSpec};
-    use gatehouse::workers::aligner::{AlignItem, ItemResult};
     let (port, _sim) = aligner(|_| {});
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     actix_rt::spawn(gatehouse::workers::aligner::run_executor(reqwest::Client::new(), "align".into(), rx));
@@ -417,10 +417,11 @@ async fn one_bad_item_fails_only_itself_within_its_batch() {
         limits: gatehouse::scheduler::QueueLimits { max_per_tenant: 100, max_total: 100 },
         deadline: Duration::from_secs(10),
         eject_for: Duration::from_secs(10),
+        eject_after: 3,
         batch: Some(BatchSettings { max_items: 8, max_audio_ms: 600_000, max_wait: Duration::from_millis(200) }),
     };
     let worker = WorkerSpec { id: "w".into(), base_url: format!("http://127.0.0.1:{port}"), api_key: None, slots: 1, draining: false };
-    let queue = InferenceQueueHandle::start_batching(vec![worker], settings, tx);
+    let queue = InferenceQueueHandle::start_batching(&actix_rt::Arbiter::current(), vec![worker], settings, tx);
     // The route would refuse a bad language; here the item goes straight to the queue so the
     // worker's per-item error is what is tested.
     let item = |language: &'static str| AlignItem {

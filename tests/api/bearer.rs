@@ -1,4 +1,4 @@
-//! The `/v1` resource server's negative matrix (shared/spec/auth.md §7, §13): forged and tampered
+//! The `/v1` resource server's negative matrix (docs/auth.md §7, §13): forged and tampered
 //! tokens, header tricks, claim violations and API-key failures all answer 401 `invalid_token`
 //! in OpenAI's error shape with an RFC 6750 challenge; missing scope answers 403.
 
@@ -32,7 +32,7 @@ async fn fixture() -> Fixture {
     let token = app.access_token(&cid, &cs, None).await;
     let part = |i: usize| -> Value { serde_json::from_slice(&B64.decode(token.split('.').nth(i).unwrap()).unwrap()).unwrap() };
     let master = MasterKey::from_config(&Secret::new(TEST_MASTER_KEY)).unwrap();
-    let keys = KeySet::build(gatehouse::db::signing_keys::load(&mut app.db.conn(), &master).unwrap()).unwrap();
+    let keys = KeySet::build(gatehouse::auth::rotation::load(&mut app.db.conn(), &master).unwrap()).unwrap();
     Fixture { header: part(0), claims: part(1), token, keys, app, key, tenant }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gatehouse::service::Actor;
 use gatehouse::service::workers::{AddWorkerRequest, CreatePoolRequest};
-use gatehouse::workers::simulator::{Simulator, SimulatorConfig};
+use gatehouse::simulator::llm::{Simulator, SimulatorConfig};
 use serde_json::{Value, json};
 
 use crate::helpers::{TEST_MASTER_KEY, TestApp, TestDb, eventually, seed};
@@ -39,7 +39,10 @@ async fn gateway_with_queue(
     let key = seed::api_key(&db, &tenant, "chat:completions models:read");
     let master = gatehouse::auth::seal::MasterKey::from_config(&gatehouse::config::Secret::new(TEST_MASTER_KEY)).unwrap();
     let mut conn = db.conn();
-    let req = CreatePoolRequest { queue_deadline_ms: Some(deadline_ms), ..CreatePoolRequest::new("qwen", "llm", vec![MODEL.into()]) };
+    let req = CreatePoolRequest {
+        queue_deadline_ms: Some(deadline_ms),
+        ..CreatePoolRequest::new("qwen", gatehouse::domain::PoolKind::Llm, vec![MODEL.into()])
+    };
     gatehouse::service::workers::create_pool(&mut conn, &req, &Actor::cli()).unwrap();
     diesel::update(gatehouse::db::schema::worker_pools::table)
         .set(gatehouse::db::schema::worker_pools::max_queue_per_tenant.eq(per_tenant))

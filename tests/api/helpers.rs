@@ -178,7 +178,7 @@ impl Drop for TestDb {
 pub fn init_test_logging() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        gatehouse::tls::install_crypto_provider();
+        gatehouse::startup::tls::install_crypto_provider();
         if let Ok(filter) = std::env::var("TEST_LOG") {
             gatehouse::telemetry::init(&gatehouse::config::LogConfig { filter, ..Default::default() });
         }
@@ -189,7 +189,7 @@ pub fn init_test_logging() {
 pub fn test_config(database_url: &str) -> Config {
     let mut c = Config::default();
     c.server.listen = "127.0.0.1:0".into();
-    c.server.workers = 1;
+    c.server.threads = 1;
     c.server.shutdown_timeout_s = 10;
     c.database.url = Secret::new(database_url);
     c.database.pool_size = 4;

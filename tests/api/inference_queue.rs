@@ -16,13 +16,14 @@ fn settings(max_per_tenant: usize, deadline_ms: u64) -> QueueSettings {
         limits: QueueLimits { max_per_tenant, max_total: 10_000 },
         deadline: Duration::from_millis(deadline_ms),
         eject_for: Duration::from_millis(300),
+        eject_after: 3,
         batch: None,
     }
 }
 
 #[actix_web::test]
 async fn a_light_tenant_gets_half_the_dispatches_against_a_tenant_sending_ten_times_more() {
-    let q = InferenceQueueHandle::start(vec![worker("w1", 1)], settings(1000, 60_000));
+    let q = InferenceQueueHandle::start(&actix_rt::Arbiter::current(), vec![worker("w1", 1)], settings(1000, 60_000));
     let (heavy, light) = (TenantId::generate(), TenantId::generate());
     // Occupy the only slot, then queue 50 heavy and 5 light requests.
     let first = q.acquire(heavy.clone(), 1, Priority::Normal, 1.0).await.unwrap();
@@ -54,7 +55,7 @@ async fn a_light_tenant_gets_half_the_dispatches_against_a_tenant_sending_ten_ti
 
 #[actix_web::test]
 async fn a_full_queue_refuses_at_once_and_a_deadline_expires_waiters() {
-    let q = InferenceQueueHandle::start(vec![worker("w1", 1)], settings(1, 200));
+    let q = InferenceQueueHandle::start(&actix_rt::Arbiter::current(), vec![worker("w1", 1)], settings(1, 200));
     let t = TenantId::generate();
     let held = q.acquire(t.clone(), 1, Priority::Normal, 1.0).await.unwrap();
     let waiting = actix_rt::spawn({
@@ -70,7 +71,7 @@ async fn a_full_queue_refuses_at_once_and_a_deadline_expires_waiters() {
 
 #[actix_web::test]
 async fn the_circuit_breaker_ejects_a_failing_worker_and_recovers_it() {
-    let q = InferenceQueueHandle::start(vec![worker("bad", 4), worker("good", 4)], settings(100, 2_000));
+    let q = InferenceQueueHandle::start(&actix_rt::Arbiter::current(), vec![worker("bad", 4), worker("good", 4)], settings(100, 2_000));
     let t = TenantId::generate();
     for _ in 0..3 {
         // Least outstanding work: with both idle, grants alternate; keep failing the bad one.
@@ -98,7 +99,7 @@ async fn the_circuit_breaker_ejects_a_failing_worker_and_recovers_it() {
 
 #[actix_web::test]
 async fn a_draining_worker_finishes_in_flight_work_and_takes_no_more() {
-    let q = InferenceQueueHandle::start(vec![worker("w1", 2)], settings(100, 150));
+    let q = InferenceQueueHandle::start(&actix_rt::Arbiter::current(), vec![worker("w1", 2)], settings(100, 150));
     let t = TenantId::generate();
     let in_flight = q.acquire(t.clone(), 1, Priority::Normal, 1.0).await.unwrap();
     q.set_workers(vec![WorkerSpec { draining: true, ..worker("w1", 2) }]);

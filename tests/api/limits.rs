@@ -8,12 +8,12 @@ use diesel::prelude::*;
 use futures_util::StreamExt;
 use gatehouse::service::Actor;
 use gatehouse::service::workers::{AddWorkerRequest, CreatePoolRequest};
-use gatehouse::workers::simulator::{Simulator, SimulatorConfig};
+use gatehouse::simulator::llm::{Simulator, SimulatorConfig};
 use serde_json::{Value, json};
 
 use crate::helpers::{TEST_MASTER_KEY, TestApp, TestDb, gatehouse, run, seed};
 
-const MODEL: &str = "Qwen/Qwen2.5-7B-Instruct";
+pub(crate) const MODEL: &str = "Qwen/Qwen2.5-7B-Instruct";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 fn simulator() -> u16 {
@@ -27,21 +27,24 @@ fn simulator() -> u16 {
 }
 
 /// A database with one tenant, one pool of one simulator (many slots) and an API key.
-struct World {
-    db: TestDb,
-    tenant: gatehouse::domain::TenantId,
-    key: String,
+pub(crate) struct World {
+    pub(crate) db: TestDb,
+    pub(crate) tenant: gatehouse::domain::TenantId,
+    pub(crate) key: String,
 }
 
 impl World {
-    fn new() -> World {
+    pub(crate) fn new() -> World {
         let port = simulator();
         let db = TestDb::new();
         let tenant = seed::tenant(&db, "Acme");
         let key = seed::api_key(&db, &tenant, "chat:completions models:read");
         let master = gatehouse::auth::seal::MasterKey::from_config(&gatehouse::config::Secret::new(TEST_MASTER_KEY)).unwrap();
         let mut conn = db.conn();
-        let req = CreatePoolRequest { queue_deadline_ms: Some(30_000), ..CreatePoolRequest::new("qwen", "llm", vec![MODEL.into()]) };
+        let req = CreatePoolRequest {
+            queue_deadline_ms: Some(30_000),
+            ..CreatePoolRequest::new("qwen", gatehouse::domain::PoolKind::Llm, vec![MODEL.into()])
+        };
         gatehouse::service::workers::create_pool(&mut conn, &req, &Actor::cli()).unwrap();
         diesel::update(gatehouse::db::schema::worker_pools::table)
             .set((
@@ -74,7 +77,7 @@ impl World {
     }
 
     /// Puts the tenant on a new plan with these settings.
-    fn plan(&self, settings: Value) -> String {
+    pub(crate) fn plan(&self, settings: Value) -> String {
         let mut spec = json!({ "name": format!("plan-{}", gatehouse::domain::random_base62(6)) });
         spec.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
         let spec: gatehouse::service::plans::PlanSpec = serde_json::from_value(spec).unwrap();
@@ -86,7 +89,7 @@ impl World {
     }
 }
 
-fn chat(max_tokens: u32, stream: bool) -> Value {
+pub(crate) fn chat(max_tokens: u32, stream: bool) -> Value {
     json!({
         "model": MODEL, "max_tokens": max_tokens, "stream": stream,
         "stream_options": { "include_usage": true },
@@ -94,7 +97,7 @@ fn chat(max_tokens: u32, stream: bool) -> Value {
     })
 }
 
-async fn post(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn post(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
     app.client.post(app.url("/v1/chat/completions")).bearer_auth(key).json(body).send().await.unwrap()
 }
 
@@ -123,7 +126,7 @@ async fn three_instances_sharing_redis_admit_exactly_the_limit() {
         TestApp::spawn_on(world.db.share(), with_redis).await,
         TestApp::spawn_on(world.db.share(), with_redis).await,
     ];
-    assert!(apps.iter().all(|a| a.state.limiter.is_shared()));
+    assert!(apps.iter().all(|a| a.state.admission.limiter().is_shared()));
     // 1,050 requests, round-robin over the three instances, 30 at a time.
     let statuses: Vec<u16> = futures_util::stream::iter(0..1050)
         .map(|i| {

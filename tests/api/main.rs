@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admission;
 mod alignments;
 mod bearer;
 mod cli_config;
@@ -22,4 +23,6 @@ mod readiness;
 mod shutdown;
 mod signing_keys;
 mod simulator;
+mod supervision;
 mod tls;
+mod usage_export;

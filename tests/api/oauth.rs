@@ -1,5 +1,5 @@
 //! The authorization server: the `oauth2` crate as a real client, and the request-parsing,
-//! client-authentication, scope, rotation and revocation rules of shared/spec/auth.md.
+//! client-authentication, scope, rotation and revocation rules of docs/auth.md.
 
 use std::time::Duration;
 

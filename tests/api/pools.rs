@@ -72,7 +72,7 @@ fn the_cli_mirrors_pool_and_worker_management() {
 fn declared(url: &str, slots: i32) -> gatehouse::config::PoolDeclaration {
     gatehouse::config::PoolDeclaration {
         name: "declared".into(),
-        kind: "llm".into(),
+        kind: gatehouse::domain::PoolKind::Llm,
         models: vec!["Qwen/Qwen2.5-7B-Instruct".into()],
         queue_deadline_ms: Some(5_000),
         batch_max_items: None,
@@ -85,8 +85,7 @@ fn declared(url: &str, slots: i32) -> gatehouse::config::PoolDeclaration {
 #[actix_web::test]
 async fn pools_declared_in_the_config_file_are_applied_at_start_and_owned_by_the_file() {
     let (port, _sim) = {
-        let sim =
-            gatehouse::workers::simulator::Simulator::start(gatehouse::workers::simulator::SimulatorConfig::llm("127.0.0.1:0")).unwrap();
+        let sim = gatehouse::simulator::llm::Simulator::start(gatehouse::simulator::llm::SimulatorConfig::llm("127.0.0.1:0")).unwrap();
         let handle = sim.server.handle();
         actix_rt::spawn(sim.server);
         (sim.port, handle)

@@ -78,3 +78,32 @@ async fn start_up_waits_for_a_database_that_comes_up_late() {
     handle.stop(true).await;
     server.await.unwrap().unwrap();
 }
+
+/// Sends `signal` to the cluster's postmaster and every backend it started.
+fn signal_cluster(cluster: &PrivateCluster, signal: &str) {
+    let pid = std::fs::read_to_string(cluster.pgdata().join("postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_owned();
+    std::process::Command::new("pkill").args([signal, "-P", &pid]).status().unwrap();
+    assert!(std::process::Command::new("kill").args([signal, &pid]).status().unwrap().success());
+}
+
+#[actix_web::test]
+async fn readiness_answers_promptly_while_the_database_is_frozen() {
+    let (_dir, cluster, url) = private_cluster();
+    let app = TestApp::spawn_on(TestDb::external(url), |c| c.database.checkout_timeout_ms = 500).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    signal_cluster(&cluster, "-STOP");
+    // A bound, not a measurement: a readiness probe that hangs fails here instead of answering.
+    let probe = app.client.get(app.url("/readyz")).timeout(Duration::from_secs(5)).send().await;
+    signal_cluster(&cluster, "-CONT");
+    let r = probe.expect("readiness answers while the database is frozen");
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_ne!(body["checks"]["database"], "ok", "{body}");
+
+    assert!(
+        eventually(Duration::from_secs(30), || async { app.get("/readyz").await.status() == 200 }).await,
+        "readiness recovers when the database thaws"
+    );
+}

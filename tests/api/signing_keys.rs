@@ -2,10 +2,10 @@
 
 use chrono::{Duration, Utc};
 use diesel::prelude::*;
+use gatehouse::auth::rotation as signing_keys;
 use gatehouse::auth::seal::MasterKey;
 use gatehouse::config::{Secret, SigningAlg};
 use gatehouse::db::schema::signing_keys as sk;
-use gatehouse::db::signing_keys;
 
 use crate::helpers::{TEST_MASTER_KEY, TestDb};
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use gatehouse::workers::simulator::{SIMULATOR_LABEL, Simulator, SimulatorConfig};
+use gatehouse::simulator::llm::{SIMULATOR_LABEL, Simulator, SimulatorConfig};
 use serde_json::{Value, json};
 
 fn start(tweak: impl FnOnce(&mut SimulatorConfig)) -> (String, actix_web::dev::ServerHandle) {

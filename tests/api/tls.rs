@@ -30,7 +30,7 @@ async fn serves_https_with_the_configured_certificate() {
 
 #[test]
 fn mismatched_certificate_and_key_fail_at_start_up() {
-    gatehouse::tls::install_crypto_provider();
+    gatehouse::startup::tls::install_crypto_provider();
     let a = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let b = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -38,6 +38,6 @@ fn mismatched_certificate_and_key_fail_at_start_up() {
     let key = dir.path().join("key.pem");
     std::fs::write(&cert, a.cert.pem()).unwrap();
     std::fs::write(&key, b.signing_key.serialize_pem()).unwrap();
-    let err = gatehouse::tls::server_config(&cert, &key).unwrap_err();
+    let err = gatehouse::startup::tls::server_config(&cert, &key).unwrap_err();
     assert!(format!("{err:#}").contains("do not match"), "{err:#}");
 }

@@ -120,7 +120,7 @@ impl utoipa::Modify for SecurityAddon {
         crate::service::plans::PlanSpec,
         crate::service::plans::PlanView,
         crate::service::plans::CredentialLimits,
-        crate::usage_report::UsageRow,
+        crate::metering::report::UsageRow,
     )),
     modifiers(&SecurityAddon),
     security(("management_token" = []))

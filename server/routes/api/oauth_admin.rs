@@ -78,10 +78,11 @@ pub async fn revoke_token(
 ) -> Result<HttpResponse, ApiError> {
     let claims: AccessClaims = match (&body.token, &body.jti, &body.client_id) {
         (Some(token), None, None) => {
-            let claims = state
-                .auth
-                .verify_jwt(token)
-                .map_err(|_| ApiError::Validation { message: "`token` is not a valid access token".into(), param: Some("token") })?;
+            let claims = state.auth.verify_jwt(token).map_err(|_| ApiError::Validation {
+                code: "invalid_value",
+                message: "`token` is not a valid access token".into(),
+                param: Some("token"),
+            })?;
             if !manager.can_see(&claims.tenant_id) {
                 return Err(ApiError::NotFound("token not found".into()));
             }
@@ -89,7 +90,11 @@ pub async fn revoke_token(
         }
         (None, Some(jti), Some(client_id)) => {
             if jti.is_empty() || jti.len() > 64 {
-                return Err(ApiError::Validation { message: "`jti` must be 1 to 64 characters".into(), param: Some("jti") });
+                return Err(ApiError::Validation {
+                    code: "invalid_value",
+                    message: "`jti` must be 1 to 64 characters".into(),
+                    param: Some("jti"),
+                });
             }
             let tenant = client_tenant(&manager, &state, client_id).await?;
             let now = chrono::Utc::now().timestamp();
@@ -107,7 +112,13 @@ pub async fn revoke_token(
                 tenant_id: tenant.to_string(),
             }
         }
-        _ => return Err(ApiError::Validation { message: "give either `token`, or `jti` and `client_id`".into(), param: None }),
+        _ => {
+            return Err(ApiError::Validation {
+                code: "invalid_value",
+                message: "give either `token`, or `jti` and `client_id`".into(),
+                param: None,
+            });
+        }
     };
     state.auth.revoke_jti(&state.db, &claims, "revoked by administrator").await?;
     let a = actor(&manager, &state, &req);

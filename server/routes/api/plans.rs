@@ -54,7 +54,7 @@ pub async fn replace_plan(
     manager.require_operator()?;
     let actor = actor(&manager, &state, &req);
     let plan = state.db.run(move |conn| Ok(svc::replace(conn, &path, &body, &actor))).await??;
-    state.policies.invalidate_all();
+    state.admission.policies.forget_all_tenants();
     Ok(HttpResponse::Ok().json(plan))
 }
 
@@ -94,6 +94,6 @@ async fn set_limits(
     let actor = actor(&manager, &state, &req);
     let key = id.clone();
     let set = state.db.run(move |conn| Ok(limits_svc::set(conn, &tenant, kind, &id, &limits, &actor))).await??;
-    state.credential_limits.invalidate(&key).await;
+    state.admission.policies.forget_credential(&key).await;
     Ok(HttpResponse::Ok().json(set))
 }

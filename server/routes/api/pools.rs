@@ -3,6 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::actor;
+use crate::domain::WorkerState;
 use crate::error::ApiError;
 use crate::extract::Manager;
 use crate::service::workers::{self as svc, AddWorkerRequest, CreatePoolRequest, PoolResponse, WorkerResponse};
@@ -59,7 +60,7 @@ async fn set_state(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: String,
-    to: &'static str,
+    to: WorkerState,
 ) -> Result<HttpResponse, ApiError> {
     manager.require_operator()?;
     let actor = actor(&manager, &state, &req);
@@ -75,7 +76,7 @@ pub async fn drain_worker(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    set_state(manager, state, req, path.into_inner(), "draining").await
+    set_state(manager, state, req, path.into_inner(), WorkerState::Draining).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/workers/{worker_id}", tag = "pools", responses((status = 200, body = WorkerResponse), (status = 403), (status = 404)))]
@@ -85,5 +86,5 @@ pub async fn remove_worker(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    set_state(manager, state, req, path.into_inner(), "removed").await
+    set_state(manager, state, req, path.into_inner(), WorkerState::Removed).await
 }

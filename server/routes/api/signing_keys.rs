@@ -31,7 +31,7 @@ pub async fn rotate_signing_keys(manager: Manager, state: web::Data<AppState>, r
     let keys = state
         .db
         .run(move |conn| {
-            let changes = signing_keys::rotate(conn, &master, alg, chrono::Utc::now())?;
+            let changes = crate::auth::rotation::rotate(conn, &master, alg, chrono::Utc::now())?;
             crate::db::audit::insert(conn, &event.details(serde_json::to_value(&changes).unwrap_or_default()))?;
             Ok(signing_keys::list(conn)?)
         })

@@ -92,8 +92,8 @@ pub async fn update_tenant(
         manager.require_operator()?;
     }
     let actor = actor(&manager, &state, &req);
-    let key = tenant.to_string();
+    let key = tenant.clone();
     let view = state.db.run(move |conn| Ok(svc::update(conn, &tenant, &body, &actor))).await??;
-    state.policies.invalidate(&key).await;
+    state.admission.policies.forget_tenant(&key).await;
     Ok(HttpResponse::Ok().json(view))
 }

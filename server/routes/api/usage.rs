@@ -1,8 +1,10 @@
 //! Usage queries and billing exports: `GET /api/v1/tenants/{id}/usage` (JSON, grouped),
 //! `GET /api/v1/tenants/{id}/usage/export` and, for operators, `GET /api/v1/usage/export` (all
-//! tenants). Exports stream from the database row by row as `text/csv` or `application/x-ndjson`.
+//! tenants). Exports are read a page at a time and streamed as `text/csv` or
+//! `application/x-ndjson`: a slow download holds a page of memory and an export slot (at most
+//! `usage.max_exports_per_tenant` per tenant), never a database connection or a thread.
 
-use std::io::Write;
+use std::time::Duration;
 
 use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
@@ -11,11 +13,13 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::db::tenants;
+use crate::db::usage::{self, ExportCursor, ExportRow};
+use crate::domain::TenantId;
 use crate::error::ApiError;
 use crate::extract::Manager;
+use crate::metering::report::{EXPORT_PAGE_ROWS, ExportWriter, Format, GroupBy, Month, UsageGroup};
+use crate::metering::{Period, local_midnight};
 use crate::state::AppState;
-use crate::usage::{Period, local_midnight};
-use crate::usage_report::{self as report, Format, GroupBy, Month, UsageGroup};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/tenants/{tenant_id}/usage", web::get().to(get_usage))
@@ -48,9 +52,11 @@ fn parse_instant(field: &'static str, value: &str, tz: chrono_tz::Tz) -> Result<
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         return Ok(t.with_timezone(&Utc));
     }
-    NaiveDate::parse_from_str(value, "%Y-%m-%d")
-        .map(|d| local_midnight(tz, d))
-        .map_err(|_| ApiError::Validation { message: format!("`{field}` must be an RFC 3339 time or YYYY-MM-DD"), param: Some(field) })
+    NaiveDate::parse_from_str(value, "%Y-%m-%d").map(|d| local_midnight(tz, d)).map_err(|_| ApiError::Validation {
+        code: "invalid_value",
+        message: format!("`{field}` must be an RFC 3339 time or YYYY-MM-DD"),
+        param: Some(field),
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/usage", tag = "usage", params(UsageQuery),
@@ -71,10 +77,10 @@ pub async fn get_usage(
     let from = q.from.as_deref().map(|v| parse_instant("from", v, tz)).transpose()?.unwrap_or_else(|| Period::Month.start(tz, now));
     let to = q.to.as_deref().map(|v| parse_instant("to", v, tz)).transpose()?.unwrap_or(now);
     if to <= from {
-        return Err(ApiError::Validation { message: "`to` must be after `from`".into(), param: Some("to") });
+        return Err(ApiError::Validation { code: "invalid_value", message: "`to` must be after `from`".into(), param: Some("to") });
     }
-    let key = tenant.to_string();
-    let data = state.db.run(move |conn| Ok(report::query(conn, &key, from, to, group_by)?)).await?;
+    let key = tenant.clone();
+    let data = state.db.run(move |conn| Ok(usage::grouped(conn, &key, from, to, group_by)?)).await?;
     let group_by = match group_by {
         GroupBy::Day => "day",
         GroupBy::Model => "model",
@@ -93,15 +99,21 @@ pub struct ExportQuery {
 }
 
 fn parse_export(q: &ExportQuery) -> Result<(Month, Format), ApiError> {
-    let month = Month::parse(&q.period)
-        .ok_or_else(|| ApiError::Validation { message: "`period` must be a month, YYYY-MM".into(), param: Some("period") })?;
-    let format = Format::parse(q.format.as_deref().unwrap_or("csv"))
-        .ok_or_else(|| ApiError::Validation { message: "`format` must be csv or ndjson".into(), param: Some("format") })?;
+    let month = Month::parse(&q.period).ok_or_else(|| ApiError::Validation {
+        code: "invalid_value",
+        message: "`period` must be a month, YYYY-MM".into(),
+        param: Some("period"),
+    })?;
+    let format = Format::parse(q.format.as_deref().unwrap_or("csv")).ok_or_else(|| ApiError::Validation {
+        code: "invalid_value",
+        message: "`format` must be csv or ndjson".into(),
+        param: Some("format"),
+    })?;
     Ok((month, format))
 }
 
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/usage/export", tag = "usage", params(ExportQuery),
-    responses((status = 200, description = "CSV or NDJSON rows, streamed", body = [crate::usage_report::UsageRow]), (status = 404), (status = 422)))]
+    responses((status = 200, description = "CSV or NDJSON rows, streamed", body = [crate::metering::report::UsageRow]), (status = 404), (status = 422)))]
 pub async fn export_usage(
     manager: Manager,
     state: web::Data<AppState>,
@@ -112,12 +124,12 @@ pub async fn export_usage(
     let (month, format) = parse_export(&query)?;
     let id = tenant.clone();
     state.db.run(move |conn| Ok(tenants::find(conn, &id)?)).await?;
-    Ok(stream_export(&state, Some(tenant.to_string()), month, format, &query.period))
+    stream_export(&state, Some(tenant), month, format, &query.period)
 }
 
 /// Operators: every tenant in one file.
 #[utoipa::path(get, path = "/api/v1/usage/export", tag = "usage", params(ExportQuery),
-    responses((status = 200, description = "CSV or NDJSON rows, streamed", body = [crate::usage_report::UsageRow]), (status = 403), (status = 422)))]
+    responses((status = 200, description = "CSV or NDJSON rows, streamed", body = [crate::metering::report::UsageRow]), (status = 403), (status = 422)))]
 pub async fn export_all_usage(
     manager: Manager,
     state: web::Data<AppState>,
@@ -125,54 +137,63 @@ pub async fn export_all_usage(
 ) -> Result<HttpResponse, ApiError> {
     manager.require_operator()?;
     let (month, format) = parse_export(&query)?;
-    Ok(stream_export(&state, None, month, format, &query.period))
+    stream_export(&state, None, month, format, &query.period)
 }
 
-/// Sends what the export writes as response chunks of about 16 KiB; a client that goes away
-/// stops the query.
-struct ChunkWriter {
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-    buf: Vec<u8>,
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= 16 * 1024 {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::take(&mut self.buf));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
-    }
-}
-
-fn stream_export(state: &AppState, tenant: Option<String>, month: Month, format: Format, period: &str) -> HttpResponse {
-    let (tx, rx) = mpsc::channel(4);
+/// Streams an export page by page. Each page is one short query (a pooled connection for its
+/// duration only); the next page is read once the client has taken the previous one, so a slow
+/// client slows its own export and nothing else.
+fn stream_export(state: &AppState, tenant: Option<TenantId>, month: Month, format: Format, period: &str) -> Result<HttpResponse, ApiError> {
+    let key = tenant.as_ref().map_or("*", TenantId::as_str).to_owned();
+    let slot = state.exports.try_take(&key).ok_or_else(|| ApiError::RateLimited {
+        message: "too many usage exports are running; retry when one finishes".into(),
+        retry_after: Duration::from_secs(5),
+        code: "too_many_exports",
+    })?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     let db = state.db.clone();
-    let errors = tx.clone();
     tokio::spawn(async move {
-        let result = db
-            .run(move |conn| {
-                let mut out = ChunkWriter { tx, buf: Vec::with_capacity(16 * 1024) };
-                report::export(conn, tenant.as_deref(), month, format, &mut out)
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "usage export failed");
-            // Cut the response short so the client sees an incomplete transfer, not a short file.
-            let _ = errors.send(Err(std::io::Error::other("export failed"))).await;
+        let _slot = slot;
+        let mut writer = ExportWriter::new(format);
+        let mut after: Option<ExportCursor> = None;
+        loop {
+            let (t, cursor) = (tenant.clone(), after.clone());
+            let page = db
+                .run(move |conn| {
+                    Ok(match &t {
+                        Some(t) => usage::export_page(conn, t, month, cursor.as_ref(), EXPORT_PAGE_ROWS)?,
+                        None => usage::export_page_all_tenants(conn, month, cursor.as_ref(), EXPORT_PAGE_ROWS)?,
+                    })
+                })
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "usage export failed");
+                    // Cut the response short so the client sees an incomplete transfer, not a short file.
+                    let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+                    return;
+                }
+            };
+            let last_page = (page.len() as i64) < EXPORT_PAGE_ROWS;
+            after = page.last().map(ExportRow::cursor);
+            let rows: Vec<_> = page.into_iter().map(ExportRow::into_row).collect();
+            let chunk = match writer.page(&rows) {
+                Ok(bytes) => Bytes::from(bytes),
+                Err(e) => {
+                    tracing::warn!(error = %e, "usage export failed");
+                    let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+                    return;
+                }
+            };
+            if (!chunk.is_empty() && tx.send(Ok(chunk)).await.is_err()) || last_page {
+                return; // done, or the client went away
+            }
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type(format.content_type())
         .insert_header(("Content-Disposition", format!("attachment; filename=\"usage-{period}.{}\"", format.extension())))
-        .streaming(stream)
+        .streaming(stream))
 }

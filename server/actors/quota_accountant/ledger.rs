@@ -1,0 +1,183 @@
+//! The ledger the accountant keeps: events recorded by requests and not yet folded, the pending
+//! per-minute rollups, and the quota book. It outlives any one accountant actor, so an actor that
+//! dies and is started again loses nothing that was recorded.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, DurationRound, Utc};
+
+use super::book::{Book, lock};
+use crate::db::Db;
+use crate::db::usage::{self as usage_db, QuotaAlert, RollupKey, Totals};
+use crate::domain::TenantId;
+use crate::metering::{Amounts, Period, UsageEvent};
+
+#[derive(Default)]
+pub(super) struct Ledger {
+    /// Finished requests' events, waiting for the next flush. A shared buffer rather than a
+    /// message each: recording a request wakes no other thread.
+    pub(super) inbox: Mutex<Vec<UsageEvent>>,
+    pub(super) book: Book,
+    pending: Mutex<HashMap<RollupKey, Totals>>,
+    events: Mutex<Vec<UsageEvent>>,
+    pub(super) keep_events: bool,
+    pub(super) writes: AtomicU64,
+}
+
+impl Ledger {
+    pub(super) fn new(keep_events: bool) -> Ledger {
+        Ledger { keep_events, ..Ledger::default() }
+    }
+
+    /// Folds one event into the pending rollups (and the per-request rows, when kept).
+    fn add(&self, pending: &mut HashMap<RollupKey, Totals>, events: &mut Vec<UsageEvent>, e: UsageEvent) {
+        let minute = e.at.duration_trunc(chrono::Duration::minutes(1)).unwrap_or(e.at);
+        *pending.entry((minute, e.tenant_id.clone(), e.credential_id.clone(), e.model.clone())).or_default() += Totals {
+            requests: 1,
+            errors: i64::from(e.status >= 400),
+            prompt_tokens: e.prompt_tokens as i64,
+            completion_tokens: e.completion_tokens as i64,
+            audio_ms: e.audio_ms as i64,
+            queue_wait_ms_sum: e.queue_wait_ms as i64,
+            latency_ms_sum: e.latency_ms as i64,
+        };
+        if self.keep_events {
+            events.push(e);
+        }
+    }
+
+    /// One multi-row upsert for everything pending (kept for the next interval if it fails),
+    /// then the flushed amounts move from `unflushed` to `committed` in the quota book.
+    pub(super) async fn flush(&self, db: &Db) {
+        let arrived = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|p| p.into_inner()));
+        let (batch, events) = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            arrived.into_iter().for_each(|e| self.add(&mut pending, &mut events, e));
+            if pending.is_empty() {
+                return;
+            }
+            (pending.drain().collect::<Vec<(RollupKey, Totals)>>(), std::mem::take(&mut *events))
+        };
+        let (rows, kept) = (batch.clone(), events.clone());
+        let result = db.run(move |conn| Ok(usage_db::write_rollups(conn, &rows, &kept)?)).await;
+        match result {
+            Ok(()) => {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("gatehouse_usage_writes_total").increment(1);
+                let mut flushed: HashMap<&TenantId, Amounts> = HashMap::new();
+                for ((_, tenant, _, _), t) in &batch {
+                    *flushed.entry(tenant).or_default() +=
+                        Amounts { requests: t.requests, tokens: t.prompt_tokens + t.completion_tokens, audio_ms: t.audio_ms };
+                }
+                {
+                    let mut book = lock(&self.book);
+                    for (tenant, amounts) in flushed {
+                        if let Some(t) = book.get_mut(tenant) {
+                            t.unflushed -= amounts;
+                            t.day.committed += amounts;
+                            t.month.committed += amounts;
+                        }
+                    }
+                }
+                self.alerts(db).await;
+            }
+            Err(e) => {
+                metrics::counter!("gatehouse_usage_write_failures_total").increment(1);
+                tracing::warn!(error = %e, rows = batch.len(), "usage not written; will retry");
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                for (k, t) in batch {
+                    *pending.entry(k).or_default() += t;
+                }
+                let mut kept = self.events.lock().unwrap_or_else(|p| p.into_inner());
+                let newer = std::mem::replace(&mut *kept, events);
+                kept.extend(newer);
+            }
+        }
+    }
+
+    /// Reloads each tracked tenant's committed totals from the database (other instances'
+    /// usage); called right after a flush, so nothing is both unflushed and in the database.
+    pub(super) async fn refresh(&self, db: &Db) {
+        let tenants: Vec<(TenantId, DateTime<Utc>, DateTime<Utc>)> =
+            lock(&self.book).iter().filter_map(|(id, t)| Some((id.clone(), t.day.start?, t.month.start?))).collect();
+        for (tenant, day, month) in tenants {
+            if let Ok((d, m)) = load_totals(db, &tenant, day, month).await {
+                let mut book = lock(&self.book);
+                if let Some(t) = book.get_mut(&tenant).filter(|t| t.day.start == Some(day) && t.month.start == Some(month)) {
+                    t.day.committed = d;
+                    t.month.committed = m;
+                }
+            }
+        }
+    }
+
+    /// Alert-outbox rows for thresholds crossed: 80% and 100% of the soft monthly token quota,
+    /// and 100% of each hard quota. The outbox's unique dedup key makes this idempotent across
+    /// instances.
+    async fn alerts(&self, db: &Db) {
+        let mut rows = Vec::new();
+        {
+            let mut book = lock(&self.book);
+            for (tenant, t) in book.iter_mut() {
+                let Some(q) = t.quotas.clone() else { continue };
+                let mut thresholds: Vec<(Period, &str, i64, i64, u32)> = Vec::new();
+                let (day, month) = (t.used(Period::Day), t.used(Period::Month));
+                if let Some(soft) = q.monthly_token_soft {
+                    thresholds.push((Period::Month, "tokens_soft", month.tokens, soft, 80));
+                    thresholds.push((Period::Month, "tokens_soft", month.tokens, soft, 100));
+                }
+                for (period, caps, used) in [(Period::Day, q.daily, day), (Period::Month, q.monthly, month)] {
+                    if let Some(c) = caps.requests {
+                        thresholds.push((period, "requests", used.requests, c, 100));
+                    }
+                    if let Some(c) = caps.tokens {
+                        thresholds.push((period, "tokens", used.tokens, c, 100));
+                    }
+                    if let Some(c) = caps.audio_seconds {
+                        thresholds.push((period, "audio_seconds", used.audio_ms / 1000, c, 100));
+                    }
+                }
+                for (period, metric, used, limit, percent) in thresholds {
+                    let Some(start) = (match period {
+                        Period::Day => t.day.start,
+                        Period::Month => t.month.start,
+                    }) else {
+                        continue;
+                    };
+                    if used * 100 < limit * i64::from(percent) {
+                        continue;
+                    }
+                    let dedup = format!("quota:{tenant}:{}:{metric}:{}:{percent}", period.as_str(), start.format("%Y-%m-%d"));
+                    if t.alerted.insert((dedup.clone(), start)) {
+                        let payload = serde_json::json!({
+                            "tenant_id": tenant, "period": period.as_str(), "period_start": start, "metric": metric,
+                            "used": used, "limit": limit, "percent": percent,
+                        });
+                        rows.push(QuotaAlert { tenant: tenant.clone(), dedup_key: dedup, payload });
+                    }
+                }
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let result = db.run(move |conn| Ok(usage_db::insert_quota_alerts(conn, &rows)?)).await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "quota alerts not written");
+        }
+    }
+}
+
+/// The tenant's committed usage since `day` and since `month`.
+pub(super) async fn load_totals(
+    db: &Db,
+    tenant: &TenantId,
+    day: DateTime<Utc>,
+    month: DateTime<Utc>,
+) -> Result<(Amounts, Amounts), crate::db::DbError> {
+    let tenant = tenant.clone();
+    db.run(move |conn| Ok(usage_db::period_totals(conn, &tenant, day, month)?)).await
+}

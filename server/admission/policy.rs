@@ -1,0 +1,190 @@
+//! What a tenant's plan and settings allow, and what a credential's overrides change: the request
+//! policy every `/v1` handler applies before queueing (models, `max_tokens` caps, prompt size and
+//! deny patterns), the rate limits and the quotas. `PolicyStore` caches both for
+//! `gateway.policy_cache_ttl_ms` (5 s by default), so a plan or limit change takes effect within
+//! that time without a restart; changes made on this instance invalidate at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::service::{CredentialKind, Principal};
+use crate::db::{Db, DbError, api_keys, clients, plans, tenants};
+use crate::domain::{ClientId, TenantId};
+use crate::error::ApiError;
+use crate::limits::{Limits, Subject};
+use crate::metering::{Caps, Quotas};
+
+#[derive(Debug, Clone)]
+pub struct TenantPolicy {
+    pub allowed_models: Vec<String>,
+    pub weight: u32,
+    pub max_tokens_cap: Option<u32>,
+    pub default_max_tokens: u32,
+    pub max_prompt_chars: Option<usize>,
+    /// The tenant's prompt deny patterns, compiled (case-insensitive).
+    pub deny_patterns: Vec<regex::Regex>,
+    pub max_audio_bytes: u64,
+    pub limits: Limits,
+    pub quotas: Quotas,
+}
+
+impl TenantPolicy {
+    pub fn allows(&self, model: &str) -> bool {
+        self.allowed_models.iter().any(|m| m == "*" || m == model)
+    }
+
+    /// The first deny pattern the text matches, if any.
+    pub fn denied(&self, text: &str) -> Option<&regex::Regex> {
+        self.deny_patterns.iter().find(|p| p.is_match(text))
+    }
+}
+
+fn positive<T: TryInto<u64>>(v: Option<T>) -> Option<u64> {
+    v.and_then(|v| v.try_into().ok()).filter(|v| *v > 0)
+}
+
+/// Limits from the nullable limit columns of a plan or a credential.
+pub fn limits_from(rpm: Option<i32>, tpm: Option<i64>, aspm: Option<i32>, concurrent: Option<i32>) -> Limits {
+    Limits {
+        requests_per_minute: positive(rpm),
+        tokens_per_minute: positive(tpm),
+        audio_seconds_per_minute: positive(aspm),
+        concurrent_requests: positive(concurrent),
+    }
+}
+
+/// Compiles deny patterns; a pattern that does not compile (only possible if written around the
+/// API's validation) is skipped with a warning rather than disabling the tenant.
+pub fn compile_deny_patterns(patterns: &[String]) -> Vec<regex::Regex> {
+    patterns
+        .iter()
+        .filter_map(|p| match regex::RegexBuilder::new(p).case_insensitive(true).size_limit(1 << 20).build() {
+            Ok(re) => Some(re),
+            Err(e) => {
+                tracing::warn!(pattern = %p, error = %e, "prompt deny pattern does not compile; skipped");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The cached policies of tenants and the limit overrides of credentials.
+#[derive(Clone)]
+pub struct PolicyStore {
+    db: Db,
+    policies: moka::future::Cache<TenantId, Arc<TenantPolicy>>,
+    credential_limits: moka::future::Cache<String, Limits>,
+}
+
+/// A policy that could not be read: the database is away or behind. The cause is logged here;
+/// the caller only learns that it is unavailable.
+fn unavailable(what: &'static str) -> impl Fn(Arc<DbError>) -> ApiError {
+    move |e| {
+        tracing::warn!(error = %e, what, "request policy not loaded");
+        ApiError::Unavailable {
+            message: format!("the {what} cannot be read right now; retry shortly"),
+            retry_after: Duration::from_secs(2),
+        }
+    }
+}
+
+impl PolicyStore {
+    pub fn new(db: Db, ttl: Duration) -> PolicyStore {
+        PolicyStore {
+            db,
+            policies: moka::future::Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+            credential_limits: moka::future::Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+        }
+    }
+
+    /// The tenant's policy (from its plan and settings).
+    pub async fn tenant_policy(&self, tenant: &TenantId) -> Result<Arc<TenantPolicy>, ApiError> {
+        let db = self.db.clone();
+        let id = tenant.clone();
+        self.policies
+            .try_get_with(tenant.clone(), async move { db.run(move |conn| Ok(Arc::new(load_policy(conn, &id)?))).await })
+            .await
+            .map_err(unavailable("tenant's plan"))
+    }
+
+    /// The credential's own limit overrides (none = only the tenant's limits apply).
+    pub async fn credential_limits(&self, principal: &Principal) -> Result<Limits, ApiError> {
+        let db = self.db.clone();
+        let tenant = principal.tenant_id.clone();
+        let id = principal.credential_id.clone();
+        let kind = principal.kind;
+        self.credential_limits
+            .try_get_with(principal.credential_id.clone(), async move {
+                db.run(move |conn| {
+                    Ok(match kind {
+                        CredentialKind::ApiKey => {
+                            let k = api_keys::find(conn, &tenant, &id)?;
+                            limits_from(k.requests_per_minute, k.tokens_per_minute, k.audio_seconds_per_minute, k.concurrent_requests)
+                        }
+                        CredentialKind::Jwt => {
+                            let c = clients::find(conn, &tenant, &ClientId::from_trusted(id))?;
+                            limits_from(c.requests_per_minute, c.tokens_per_minute, c.audio_seconds_per_minute, c.concurrent_requests)
+                        }
+                    })
+                })
+                .await
+            })
+            .await
+            .map_err(unavailable("credential's limits"))
+    }
+
+    /// Who is asking and every limit that applies to them.
+    pub async fn subject(&self, principal: &Principal, policy: &TenantPolicy) -> Result<Subject, ApiError> {
+        Ok(Subject {
+            tenant_id: principal.tenant_id.clone(),
+            credential_id: principal.credential_id.clone(),
+            tenant: policy.limits,
+            credential: self.credential_limits(principal).await?,
+        })
+    }
+
+    /// Forgets a tenant's policy (its plan or settings changed on this instance).
+    pub async fn forget_tenant(&self, tenant: &TenantId) {
+        self.policies.invalidate(tenant).await;
+    }
+
+    /// Forgets every tenant's policy (a plan changed).
+    pub fn forget_all_tenants(&self) {
+        self.policies.invalidate_all();
+    }
+
+    /// Forgets a credential's limit overrides (they changed on this instance).
+    pub async fn forget_credential(&self, credential_id: &str) {
+        self.credential_limits.invalidate(credential_id).await;
+    }
+}
+
+fn load_policy(conn: &mut diesel::PgConnection, id: &TenantId) -> Result<TenantPolicy, DbError> {
+    let t = tenants::find(conn, id)?;
+    let plan = plans::find(conn, &tenants::plan_id_of(&t))?;
+    let time_zone = t.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    Ok(TenantPolicy {
+        allowed_models: plan.allowed_models,
+        weight: plan.queue_weight.max(1) as u32,
+        max_tokens_cap: plan.max_tokens_cap.map(|v| v.max(1) as u32),
+        default_max_tokens: plan.default_max_tokens.unwrap_or(256).max(1) as u32,
+        max_prompt_chars: plan.max_prompt_chars.map(|v| v.max(1) as usize),
+        deny_patterns: compile_deny_patterns(&t.prompt_deny_patterns),
+        max_audio_bytes: plan.max_audio_bytes.max(1) as u64,
+        limits: limits_from(plan.requests_per_minute, plan.tokens_per_minute, plan.audio_seconds_per_minute, plan.concurrent_requests),
+        quotas: Quotas {
+            time_zone,
+            daily: Caps {
+                requests: plan.daily_request_quota,
+                tokens: plan.daily_token_quota,
+                audio_seconds: plan.daily_audio_seconds_quota,
+            },
+            monthly: Caps {
+                requests: plan.monthly_request_quota,
+                tokens: plan.monthly_token_quota,
+                audio_seconds: plan.monthly_audio_seconds_quota,
+            },
+            monthly_token_soft: plan.monthly_token_soft_quota,
+        },
+    })
+}

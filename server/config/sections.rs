@@ -1,0 +1,370 @@
+//! The configuration's sections (`[server]`, `[database]`, `[auth]`, …) with their defaults. Each
+//! field's `///` line is its documentation; `ops/gatehouse.example.toml` shows them all.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+use crate::domain::PoolKind;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Server threads answering HTTP (not GPU workers); 0 = one per CPU core. `workers` is
+    /// accepted as the old name of this key.
+    #[serde(alias = "workers")]
+    pub threads: usize,
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before closing them.
+    pub shutdown_timeout_s: u64,
+    /// Largest request body accepted on routes without a limit of their own, in bytes.
+    pub max_body_bytes: usize,
+    /// Seconds an idle keep-alive connection stays open.
+    pub keep_alive_s: u64,
+    /// Milliseconds a client has to send its request headers.
+    pub client_request_timeout_ms: u64,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed; the client IP is the rightmost
+    /// address not in this list. Empty = use the TCP peer address.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            threads: 0,
+            shutdown_timeout_s: 30,
+            max_body_bytes: 1024 * 1024,
+            keep_alive_s: 75,
+            client_request_timeout_ms: 5000,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; TLS is on when both `cert` and `key` are set.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL (`postgres://user:pass@host:5432/db`); `DATABASE_URL` is honoured too.
+    pub url: Secret,
+    /// Connections in the pool; also bounds concurrent database work.
+    pub pool_size: u32,
+    /// Milliseconds a request waits for a connection before answering 503.
+    pub checkout_timeout_ms: u64,
+    /// Seconds to keep retrying (with backoff) when the database is unreachable at start-up.
+    pub startup_timeout_s: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: Secret::default(), pool_size: 16, checkout_timeout_ms: 3000, startup_timeout_s: 60 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines (one object per line).
+    pub format: LogFormat,
+    /// tracing filter directive; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, filter: "info".into() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Months of usage rollups kept; older monthly partitions are dropped whole.
+    pub usage_months: u32,
+    /// Months of audit events kept.
+    pub audit_months: u32,
+    /// Monthly partitions created ahead of the current month.
+    pub partitions_ahead_months: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { usage_months: 13, audit_months: 13, partitions_ahead_months: 3 }
+    }
+}
+
+/// How the gateway keeps its view of the worker pools and talks to workers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Milliseconds between reloads of pools and workers from the database, each followed by a
+    /// health check of every worker.
+    pub refresh_interval_ms: u64,
+    /// Milliseconds one health probe may take before the worker counts as down.
+    pub health_timeout_ms: u64,
+    /// Seconds allowed for a worker's whole answer (non-streaming) or between stream chunks.
+    pub upstream_timeout_s: u64,
+    /// Consecutive failures that eject a worker (circuit breaker).
+    pub eject_after_failures: u32,
+    /// Milliseconds an ejected worker rests before one half-open probe request.
+    pub eject_for_ms: u64,
+    /// Milliseconds a tenant's plan and a credential's limit overrides are cached: changes take
+    /// effect within this time, without a restart.
+    pub policy_cache_ttl_ms: u64,
+    /// Seconds between partition upkeep, signing-key rotation checks and expired-job sweeps.
+    pub maintenance_interval_s: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            refresh_interval_ms: 2000,
+            health_timeout_ms: 1500,
+            upstream_timeout_s: 300,
+            eject_after_failures: 3,
+            eject_for_ms: 10_000,
+            policy_cache_ttl_ms: 5000,
+            maintenance_interval_s: 3600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Milliseconds between two usage writes: at most one multi-row upsert per interval per
+    /// instance, whatever the request rate. A crash loses at most one interval.
+    pub flush_interval_ms: u64,
+    /// Also write one lean row per request to `usage_events` (off by default).
+    pub events: bool,
+    /// Seconds between two reloads of each tenant's quota totals from the database, which brings
+    /// in other instances' usage when Redis is not configured.
+    pub quota_refresh_s: u64,
+    /// Usage exports one tenant may run at once (operators' all-tenant exports count as one
+    /// tenant); more are refused with 429 until one finishes.
+    pub max_exports_per_tenant: usize,
+    /// Usage exports this instance runs at once.
+    pub max_exports: usize,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig { flush_interval_ms: 1000, events: false, quota_refresh_s: 30, max_exports_per_tenant: 2, max_exports: 8 }
+    }
+}
+
+/// A worker pool declared in the config file. Applied at start-up (`serve`, `dev`): created or
+/// updated in the database with its workers; the API and CLI then refuse to change its workers.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolDeclaration {
+    pub name: String,
+    /// `llm` (default) or `aligner`.
+    #[serde(default = "default_pool_kind")]
+    pub kind: PoolKind,
+    pub models: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_deadline_ms: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_max_items: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_max_audio_ms: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_max_wait_ms: Option<i32>,
+    #[serde(default)]
+    pub workers: Vec<WorkerDeclaration>,
+}
+
+fn default_pool_kind() -> PoolKind {
+    PoolKind::Llm
+}
+
+/// A worker of a declared pool. Its upstream key comes from an environment variable, never the file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerDeclaration {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlignmentConfig {
+    /// Longest audio `POST /v1/audio/alignments` takes, seconds: the model's per-call ceiling.
+    /// Longer audio goes to the jobs route, which cuts it into chunks of at most this length.
+    pub max_duration_s: u64,
+    /// Longest audio an alignment job takes, seconds.
+    pub job_max_duration_s: u64,
+    /// Longest transcript, characters (after control characters are removed).
+    pub max_transcript_chars: usize,
+    /// Most words per second of audio a transcript may have (space-delimited languages).
+    pub max_words_per_second: f64,
+    /// Most characters per second for Chinese, Japanese and Cantonese transcripts.
+    pub max_chars_per_second: f64,
+    /// Where job audio is kept until the job ends (relative paths: to the working directory).
+    pub jobs_dir: std::path::PathBuf,
+    /// Days a finished job (and its result) stays readable before it is deleted.
+    pub job_retention_days: u32,
+    /// Jobs this instance works on at once.
+    pub job_concurrency: usize,
+    /// Seconds between heartbeats of a running job (its claim stays fresh while it waits).
+    pub job_heartbeat_s: u64,
+    /// A claimed job with no heartbeat for this many seconds is taken over by another instance.
+    pub job_stale_after_s: u64,
+    /// Milliseconds an idle runner waits before looking for jobs again (new jobs wake it at once).
+    pub job_idle_poll_ms: u64,
+    /// Milliseconds before a failed chunk is retried; doubled on each further attempt.
+    pub job_retry_base_ms: u64,
+}
+
+impl Default for AlignmentConfig {
+    fn default() -> Self {
+        AlignmentConfig {
+            max_duration_s: 300,
+            job_max_duration_s: 4 * 3600,
+            max_transcript_chars: 100_000,
+            max_words_per_second: 8.0,
+            max_chars_per_second: 15.0,
+            jobs_dir: "data/jobs".into(),
+            job_retention_days: 7,
+            job_concurrency: 2,
+            job_heartbeat_s: 10,
+            job_stale_after_s: 60,
+            job_idle_poll_ms: 2000,
+            job_retry_base_ms: 2000,
+        }
+    }
+}
+
+/// What `/v1` does when Redis is configured but cannot be reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisFailure {
+    /// Enforce the limits in this instance alone until Redis answers again.
+    #[default]
+    Local,
+    /// Refuse `/v1` requests with 503 until Redis answers again.
+    Closed,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; empty = limits are enforced per instance, in memory.
+    pub url: Secret,
+    /// Prefix of every key Gatehouse writes, so instances of one deployment share counters and
+    /// two deployments can share a Redis.
+    pub key_prefix: String,
+    /// Milliseconds one limiter round trip may take before the failure policy applies.
+    pub timeout_ms: u64,
+    /// `local` (fail open to per-instance limits) or `closed` (503).
+    pub on_error: RedisFailure,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { url: Secret::default(), key_prefix: "gatehouse".into(), timeout_ms: 250, on_error: RedisFailure::Local }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum SigningAlg {
+    #[default]
+    ES256,
+    RS256,
+}
+
+impl SigningAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::ES256 => "ES256",
+            SigningAlg::RS256 => "RS256",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Token issuer (`iss`), e.g. https://api.example.com, no trailing slash. Empty = derived
+    /// from server.listen (fine for development only).
+    pub issuer: String,
+    /// Audience of access tokens (`aud`); empty = issuer + "/v1". Must differ from the issuer.
+    pub api_audience: String,
+    /// 32 random bytes, base64: encrypts signing keys and worker API keys at rest.
+    pub master_key: Secret,
+    /// At least 32 characters: keys the HMAC of stored client secrets, API keys and tokens.
+    pub pepper: Secret,
+    /// Access-token signature algorithm for new keys: ES256 (default) or RS256.
+    pub signing_alg: SigningAlg,
+    /// Default access-token lifetime in seconds (clients may set 300..3600).
+    pub access_token_ttl_s: u32,
+    /// Days between automatic signing-key rotations.
+    pub signing_key_rotation_days: u32,
+    /// Milliseconds credential state is cached; bounds how fast revocations apply (≤ 5000).
+    pub cache_ttl_ms: u64,
+    /// Milliseconds between polls for revocations made on other instances.
+    pub revocation_poll_ms: u64,
+    /// Milliseconds between reloads of the signing keys (rotations made on other instances).
+    pub key_reload_ms: u64,
+    /// Token endpoint: requests per minute per client IP.
+    pub token_ip_per_min: u32,
+    /// Token endpoint: burst allowed per client IP.
+    pub token_ip_burst: u32,
+    /// Token endpoint: tokens per minute per client id.
+    pub token_client_per_min: u32,
+    /// Token endpoint: failed authentications per (client id, IP) within 5 minutes before lockout.
+    pub token_failures_per_5min: u32,
+    /// Seconds a (client id, IP) pair stays locked out after too many failures.
+    pub token_lockout_s: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: String::new(),
+            api_audience: String::new(),
+            master_key: Secret::default(),
+            pepper: Secret::default(),
+            signing_alg: SigningAlg::ES256,
+            access_token_ttl_s: 900,
+            signing_key_rotation_days: 90,
+            cache_ttl_ms: 4000,
+            revocation_poll_ms: 1000,
+            key_reload_ms: 5000,
+            token_ip_per_min: 60,
+            token_ip_burst: 20,
+            token_client_per_min: 30,
+            token_failures_per_5min: 10,
+            token_lockout_s: 900,
+        }
+    }
+}

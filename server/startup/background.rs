@@ -1,0 +1,135 @@
+//! Every background loop of the application, started in one place under the `Supervisor`, which
+//! restarts one that dies: the job runners, the gateway's pool reload and health checks, the
+//! signing-key reload, revocation polling, the quota accountant's watchdog, and periodic
+//! maintenance (partitions, signing-key rotation, expired revocations and jobs, limiter memory).
+
+use std::time::Duration;
+
+use actix_web::web;
+
+use crate::auth::service::AuthService;
+use crate::config::Config;
+use crate::db::{Db, partitions};
+use crate::state::AppState;
+
+/// How often the quota accountant's actor is checked (and revived if it died).
+const WATCHDOG_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(super) fn start(state: web::Data<AppState>) {
+    let tasks = state.tasks.clone();
+    state.jobs.start(&tasks);
+
+    let s = state.clone();
+    tasks.spawn("gateway_refresh", move || {
+        let s = s.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(s.config.gateway.refresh_interval_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = s.gateway.refresh(&s.db, s.auth.master.clone()).await {
+                    tracing::warn!(error = %e, "worker pools not reloaded");
+                }
+                s.gateway.check_health(&s.upstream).await;
+            }
+        }
+    });
+
+    let s = state.clone();
+    tasks.spawn("signing_key_reload", move || {
+        let s = s.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(s.config.auth.key_reload_ms));
+            loop {
+                tick.tick().await;
+                if s.auth.keys.snapshot().active.is_none() {
+                    // Started before the schema was migrated: create keys as soon as it is.
+                    run_maintenance(&s.db, &s.config, &s.auth).await;
+                }
+                if let Err(e) = s.auth.reload_keys(&s.db).await {
+                    tracing::warn!(error = %e, "signing keys not reloaded");
+                }
+            }
+        }
+    });
+
+    let s = state.clone();
+    tasks.spawn("revocation_poll", move || {
+        let s = s.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(s.config.auth.revocation_poll_ms));
+            let lookback = chrono::Duration::seconds(crate::auth::jwt::MAX_LIFETIME_S + crate::auth::jwt::LEEWAY_S);
+            let mut cursor = chrono::Utc::now() - lookback;
+            loop {
+                tick.tick().await;
+                match s.auth.poll_revocations(&s.db, cursor).await {
+                    Ok(next) => cursor = next,
+                    Err(e) => tracing::warn!(error = %e, "revocations not polled"),
+                }
+            }
+        }
+    });
+
+    let s = state.clone();
+    tasks.spawn("quota_accountant_watchdog", move || {
+        let s = s.clone();
+        async move {
+            let mut tick = tokio::time::interval(WATCHDOG_INTERVAL);
+            loop {
+                tick.tick().await;
+                if !s.tasks.is_stopping() && s.usage.revive_if_dead() {
+                    s.tasks.restarted("quota_accountant");
+                }
+            }
+        }
+    });
+
+    let s = state;
+    tasks.spawn("maintenance", move || {
+        let s = s.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(s.config.gateway.maintenance_interval_s));
+            tick.tick().await; // the first round ran at start-up
+            loop {
+                tick.tick().await;
+                run_maintenance(&s.db, &s.config, &s.auth).await;
+                s.jobs.sweep_expired().await;
+                s.auth.limits.shrink();
+            }
+        }
+    });
+}
+
+/// Creates monthly partitions ahead and drops expired ones, keeps signing keys rotated and
+/// purges expired revocations. Failures are logged, not fatal: the schema may be behind
+/// (readiness reports that) or the database briefly away.
+pub(super) async fn run_maintenance(db: &Db, config: &Config, auth: &AuthService) {
+    let retention = config.retention.clone();
+    let master = auth.master.clone();
+    let alg = config.auth.signing_alg;
+    let rotation_days = config.auth.signing_key_rotation_days;
+    let result = db
+        .run(move |conn| {
+            if !crate::db::migrations::pending(conn)?.is_empty() {
+                return Ok(None);
+            }
+            let now = chrono::Utc::now();
+            let parts = partitions::maintain(conn, now, &retention)?;
+            let keys = crate::auth::rotation::maintain(conn, &master, alg, rotation_days, now)?;
+            crate::db::revocations::purge_expired(conn)?;
+            Ok(Some((parts, keys)))
+        })
+        .await;
+    match result {
+        Ok(Some((report, keys))) => {
+            if !report.created.is_empty() || !report.dropped.is_empty() {
+                tracing::info!(created = ?report.created, dropped = ?report.dropped, "partition maintenance done");
+            }
+            if !keys.is_empty() {
+                tracing::info!(changes = ?keys, "signing keys rotated");
+            }
+        }
+        Ok(None) => tracing::warn!("database schema is behind this binary; run `gatehouse migrate`"),
+        Err(e) => tracing::warn!(error = %e, "maintenance failed"),
+    }
+}

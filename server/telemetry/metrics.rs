@@ -1,0 +1,37 @@
+//! Prometheus metrics (`GET /metrics`, text format), through the `metrics` facade. Names and
+//! labels are a contract with dashboards and alert rules: change them only with a reason.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `gatehouse_queue_depth` | gauge | pool, tenant |
+//! | `gatehouse_queue_wait_seconds` | histogram | pool |
+//! | `gatehouse_worker_up` | gauge (1 = takes work) | pool, worker, state |
+//! | `gatehouse_worker_outstanding` | gauge | pool, worker |
+//! | `gatehouse_request_duration_seconds` | histogram | pool, model, status |
+//! | `gatehouse_time_to_first_token_seconds` | histogram | pool, model |
+//! | `gatehouse_tokens_total` | counter | model, direction (`in` prompt / `out` completion) |
+//! | `gatehouse_upstream_errors_total` | counter | pool, kind (connect, timeout, status, stream) |
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once (several applications in one test process share it).
+pub fn install() {
+    HANDLE.get_or_init(|| match PrometheusBuilder::new().set_buckets(&BUCKETS).and_then(PrometheusBuilder::install_recorder) {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder not installed");
+            None
+        }
+    });
+}
+
+/// The current metrics in Prometheus text format.
+pub fn render() -> String {
+    HANDLE.get().and_then(Option::as_ref).map(PrometheusHandle::render).unwrap_or_default()
+}
