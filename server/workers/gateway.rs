@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::actors::inference_queue::{BatchSettings, InferenceQueueHandle, QueueSettings, WorkerSpec};
+use crate::actors::inference_queue::{BatchSettings, InferenceQueueHandle, QueueSettings, WorkerSpec, WorkerStatus};
 use crate::auth::seal::MasterKey;
 use crate::config::GatewayConfig;
 use crate::db::{Db, DbError, workers};
@@ -270,9 +270,9 @@ impl Gateway {
                 m.insert(pool.pool_id.clone(), now);
             }
             for (worker, state, outstanding) in status.workers {
-                for s in ["healthy", "half_open", "ejected", "draining"] {
+                for s in WorkerStatus::ALL {
                     let up = if s == state { 1.0 } else { 0.0 };
-                    metrics::gauge!("gatehouse_worker_up", "pool" => pool.pool_name.clone(), "worker" => worker.clone(), "state" => s)
+                    metrics::gauge!("gatehouse_worker_up", "pool" => pool.pool_name.clone(), "worker" => worker.clone(), "state" => s.as_str())
                         .set(up);
                 }
                 metrics::gauge!("gatehouse_worker_outstanding", "pool" => pool.pool_name.clone(), "worker" => worker.clone())

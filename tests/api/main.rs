@@ -5,6 +5,7 @@
 
 mod admission;
 mod alignments;
+mod architecture;
 mod bearer;
 mod cli_config;
 mod cli_tenant;

@@ -7,7 +7,7 @@ use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
 use super::grant::{AlignFailure, AlignItem, AlignReply, Batch, BatchEntry, Grant, Outcome, Waiter};
-use super::pool::{Health, LoadReading, record_failure};
+use super::pool::{Health, LoadReading, WorkerStatus, record_failure};
 use super::{InferenceQueue, QueueError, QueueSettings, WorkerSpec};
 use crate::domain::TenantId;
 use crate::scheduler::Priority;
@@ -130,7 +130,7 @@ impl Handler<SetWorkers> for InferenceQueue {
 pub struct QueueStatus {
     pub waiting: usize,
     pub waiting_by_tenant: Vec<(String, usize)>,
-    pub workers: Vec<(String, &'static str, u32)>,
+    pub workers: Vec<(String, WorkerStatus, u32)>,
 }
 
 #[derive(Message)]
@@ -150,10 +150,10 @@ impl Handler<GetStatus> for InferenceQueue {
                 .iter()
                 .map(|w| {
                     let state = match w.health {
-                        _ if w.spec.draining => "draining",
-                        Health::Healthy => "healthy",
-                        Health::Ejected { until } if until > now => "ejected",
-                        _ => "half_open",
+                        _ if w.spec.draining => WorkerStatus::Draining,
+                        Health::Healthy => WorkerStatus::Healthy,
+                        Health::Ejected { until } if until > now => WorkerStatus::Ejected,
+                        _ => WorkerStatus::HalfOpen,
                     };
                     (w.spec.id.clone(), state, w.outstanding)
                 })

@@ -25,7 +25,7 @@ use crate::scheduler::{FairQueue, QueueLimits};
 use grant::Waiter;
 pub use grant::{AlignDone, AlignFailure, AlignItem, AlignReply, Batch, BatchEntry, Grant, ItemResult, Outcome};
 pub use handle::{HealthReport, InferenceQueueHandle, QueueStatus};
-pub use pool::{Health, WorkerSpec};
+pub use pool::{Health, WorkerSpec, WorkerStatus};
 use pool::{PoolWorker, Target};
 
 const TICK: Duration = Duration::from_millis(50);

@@ -15,6 +15,28 @@ pub struct WorkerSpec {
     pub draining: bool,
 }
 
+/// A worker as status reports and the `gatehouse_worker_up` gauge show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerStatus {
+    Healthy,
+    HalfOpen,
+    Ejected,
+    Draining,
+}
+
+impl WorkerStatus {
+    pub const ALL: [WorkerStatus; 4] = [WorkerStatus::Healthy, WorkerStatus::HalfOpen, WorkerStatus::Ejected, WorkerStatus::Draining];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerStatus::Healthy => "healthy",
+            WorkerStatus::HalfOpen => "half_open",
+            WorkerStatus::Ejected => "ejected",
+            WorkerStatus::Draining => "draining",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
     Healthy,
