@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::service::{CredentialKind, Principal};
+use crate::auth::service::{BearerError, CredentialKind, Principal};
 use crate::db::{Db, DbError, api_keys, clients, plans, tenants};
 use crate::domain::{ClientId, TenantId};
-use crate::error::ApiError;
+use crate::error::{ApiError, Realm};
 use crate::limits::{Limits, Subject};
 use crate::metering::{Caps, Quotas};
 
@@ -76,14 +76,18 @@ pub struct PolicyStore {
     credential_limits: moka::future::Cache<String, Limits>,
 }
 
-/// A policy that could not be read: the database is away or behind. The cause is logged here;
-/// the caller only learns that it is unavailable.
+/// A policy that could not be read. A credential or tenant that no longer exists (removed within
+/// the credential cache's lifetime) is refused like any invalid credential; anything else means
+/// the database is away or behind: 503. The cause is logged here, never shown.
 fn unavailable(what: &'static str) -> impl Fn(Arc<DbError>) -> ApiError {
-    move |e| {
-        tracing::warn!(error = %e, what, "request policy not loaded");
-        ApiError::Unavailable {
-            message: format!("the {what} cannot be read right now; retry shortly"),
-            retry_after: Duration::from_secs(2),
+    move |e| match &*e {
+        DbError::NotFound => ApiError::bearer(Realm::Api, BearerError::InvalidToken("the credential is no longer valid")),
+        _ => {
+            tracing::warn!(error = %e, what, "request policy not loaded");
+            ApiError::Unavailable {
+                message: format!("the {what} cannot be read right now; retry shortly"),
+                retry_after: Duration::from_secs(2),
+            }
         }
     }
 }

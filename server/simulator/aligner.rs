@@ -14,7 +14,7 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{HttpResponse, web};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -48,37 +48,24 @@ pub(super) fn start(config: SimulatorConfig) -> anyhow::Result<Simulator> {
         running: AtomicU64::new(0),
         waiting: AtomicU64::new(0),
     });
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(sim.clone())
+    let server = super::serve(listener, move |cfg| {
+        cfg.app_data(sim.clone())
             .app_data(web::PayloadConfig::new(512 * 1024 * 1024))
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
             .route("/v1/models", web::get().to(models))
-            .route("/v1/align/batch", web::post().to(align_batch))
-    })
-    .workers(2)
-    .tcp_nodelay(true)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .listen(listener)?
-    .run();
+            .route("/v1/align/batch", web::post().to(align_batch));
+    })?;
     Ok(Simulator { port, server })
 }
 
-async fn hang_if(sim: &AlignSim) {
-    if sim.config.hang {
-        std::future::pending::<()>().await;
-    }
-}
-
 async fn health(sim: web::Data<AlignSim>) -> HttpResponse {
-    hang_if(&sim).await;
+    super::hang_if(sim.config.hang).await;
     HttpResponse::Ok().json(json!({ "status": "ok", "simulator": SIMULATOR_LABEL }))
 }
 
 async fn models(sim: web::Data<AlignSim>) -> HttpResponse {
-    hang_if(&sim).await;
+    super::hang_if(sim.config.hang).await;
     super::llm::models_response(&sim.config.models)
 }
 
@@ -181,7 +168,7 @@ fn plausible_alignment(text: &str, unit: Unit, duration_ms: u64) -> Vec<AlignedU
 
 async fn align_batch(sim: web::Data<AlignSim>, body: web::Bytes) -> HttpResponse {
     sim.requests.fetch_add(1, Ordering::Relaxed);
-    hang_if(&sim).await;
+    super::hang_if(sim.config.hang).await;
     let req: BatchRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return batch_error(400, "invalid_request", &format!("the body is not a valid batch: {e}")),

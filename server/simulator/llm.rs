@@ -17,7 +17,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{HttpResponse, web};
 use clap::Args;
 use futures_util::stream;
 use serde::Deserialize;
@@ -160,39 +160,26 @@ impl Simulator {
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
         });
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(sim.clone())
+        let server = super::serve(listener, move |cfg| {
+            cfg.app_data(sim.clone())
                 .app_data(web::JsonConfig::default().limit(16 * 1024 * 1024))
                 .route("/health", web::get().to(health))
                 .route("/metrics", web::get().to(metrics))
                 .route("/v1/models", web::get().to(models))
                 .route("/v1/chat/completions", web::post().to(|s, b| complete(s, b, Endpoint::Chat)))
-                .route("/v1/completions", web::post().to(|s, b| complete(s, b, Endpoint::Text)))
-        })
-        .workers(2)
-        .tcp_nodelay(true)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .listen(listener)?
-        .run();
+                .route("/v1/completions", web::post().to(|s, b| complete(s, b, Endpoint::Text)));
+        })?;
         Ok(Simulator { port, server })
     }
 }
 
-async fn hang_if(sim: &Sim) {
-    if sim.config.hang {
-        std::future::pending::<()>().await;
-    }
-}
-
 async fn health(sim: web::Data<Sim>) -> HttpResponse {
-    hang_if(&sim).await;
+    super::hang_if(sim.config.hang).await;
     HttpResponse::Ok().finish()
 }
 
 async fn models(sim: web::Data<Sim>) -> HttpResponse {
-    hang_if(&sim).await;
+    super::hang_if(sim.config.hang).await;
     models_response(&sim.config.models)
 }
 
@@ -335,7 +322,7 @@ fn generate(prompt: &str, max_tokens: u32) -> (Vec<String>, &'static str) {
 
 async fn complete(sim: web::Data<Sim>, body: web::Bytes, endpoint: Endpoint) -> HttpResponse {
     sim.requests.fetch_add(1, Ordering::Relaxed);
-    hang_if(&sim).await;
+    super::hang_if(sim.config.hang).await;
     let req: CompletionRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return openai_error(StatusCode::BAD_REQUEST, &format!("invalid request body: {e}"), "invalid_request_error"),
