@@ -42,7 +42,7 @@ impl Admitter {
 
     /// Opens the admission of one request by `principal`.
     pub fn gate<'a>(&'a self, principal: &'a Principal) -> Gate<'a> {
-        Gate { admitter: self, principal, policy: None, states: Vec::new(), decided: false }
+        Gate { admitter: self, principal, policy: None, states: Vec::new(), decided: false, unreadable: false }
     }
 }
 
@@ -63,6 +63,9 @@ pub struct Gate<'a> {
     states: Vec<CounterState>,
     /// The limiter has answered this request (admitted or refused): `states` are its answer.
     decided: bool,
+    /// The policy or the credential's limits could not be read: the answer is not delayed by
+    /// trying again for its headers.
+    unreadable: bool,
 }
 
 impl Gate<'_> {
@@ -75,7 +78,7 @@ impl Gate<'_> {
         if let Some(p) = &self.policy {
             return Ok(p.clone());
         }
-        let policy = self.admitter.policies.tenant_policy(&self.principal.tenant_id).await?;
+        let policy = self.admitter.policies.tenant_policy(&self.principal.tenant_id).await.inspect_err(|_| self.unreadable = true)?;
         self.policy = Some(policy.clone());
         Ok(policy)
     }
@@ -106,7 +109,7 @@ impl Gate<'_> {
     /// one concurrency slot), `quota` against the tenant's daily and monthly quotas.
     pub async fn admit(&mut self, demand: Demand, quota: Amounts) -> Result<Admitted, ApiError> {
         let policy = self.policy().await?;
-        let subject = self.admitter.policies.subject(self.principal, &policy).await?;
+        let subject = self.admitter.policies.subject(self.principal, &policy).await.inspect_err(|_| self.unreadable = true)?;
         self.decided = true;
         let limits = match self.admitter.limiter.admit(&subject, demand).await {
             Ok(admission) => {
@@ -126,7 +129,7 @@ impl Gate<'_> {
     /// limiter's answer when the request reached it, else the counters as they stand.
     pub async fn respond(mut self, result: Result<HttpResponse, ApiError>) -> HttpResponse {
         let mut response = result.unwrap_or_else(|e| actix_web::ResponseError::error_response(&e));
-        if !self.decided {
+        if !self.decided && !self.unreadable {
             self.states = self.current_states().await;
         }
         crate::limits::apply_headers(&mut response, &self.states);
