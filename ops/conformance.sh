@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Conformance of the auth server against real client libraries (shared/spec/auth.md §14):
+# Conformance of the auth server against real client libraries (docs/auth.md §14):
 # authlib, requests-oauthlib, PyJWT and the openai SDK, plus a raw-httpx negative matrix; and of
 # the inference gateway against the openai SDK (tests/conformance/test_openai_gateway.py).
 # Creates a throwaway database, seeds tenants T1/T2, clients A/B/NOSCOPE and API key K with the
@@ -19,7 +19,7 @@ VENV=.venv-conf
 PY=$VENV/bin/python
 TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 
-# --- client libraries (pinned as in auth.md §14) -------------------------------------------------
+# --- client libraries (pinned as in docs/auth.md §14) --------------------------------------------
 if [ ! -x "$PY" ] || ! "$PY" -c 'import authlib, requests_oauthlib, jwt, openai, httpx, pytest' >/dev/null 2>&1; then
   rm -rf "$VENV"
   python3 -m venv "$VENV"

@@ -1,14 +1,72 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs and starts what is missing (build tools,
-# PostgreSQL, Redis), then runs rustfmt, clippy, the single-crypto-provider gate and every test.
-#   TEST_DATABASE_URL  server-level URL the tests create their databases on
-#                      (default postgres://postgres@127.0.0.1:5432/postgres)
+# PostgreSQL, Redis, ffmpeg, Python virtualenvs), then runs rustfmt, clippy, the
+# single-crypto-provider gate, every Rust test, the Python conformance suite, the aligner
+# worker's tests and the README's examples. Prints the time of every step, and drops the tests'
+# template database at the end (docs/testing.md).
+#   TEST_DATABASE_URL   server-level URL the tests create their databases on
+#                       (default postgres://postgres@127.0.0.1:5432/postgres)
+#   KEEP_TEST_TEMPLATE  1 = keep the template database (faster next run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=ops/lib/provision.sh
 source ops/lib/provision.sh
 
-step() { printf '\n==> %s\n' "$*"; }
+suite_start=$SECONDS
+current=""
+current_start=$SECONDS
+failed=""
+timings=()
+
+duration() { if [ "$1" -ge 60 ]; then printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); else printf '%ds' "$1"; fi; }
+
+end_step() {
+  [ -n "$current" ] || return 0
+  local took=$((SECONDS - current_start))
+  timings+=("$(printf '%8s  %s' "$(duration "$took")" "$current")")
+  printf -- '--> %s: %s\n' "$current" "$(duration "$took")"
+  current=""
+}
+
+step() {
+  end_step
+  current=$*
+  current_start=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
+
+# The tests clone every database from a migrated template (gatehouse_tpl_<hash of migrations/>);
+# drop it unless a test database still exists (another test run may be using the template).
+drop_test_template() {
+  [ "${KEEP_TEST_TEMPLATE:-}" != 1 ] && [ -n "${TEST_DATABASE_URL:-}" ] && command -v psql >/dev/null 2>&1 || return 0
+  local busy templates t
+  busy=$(psql "$TEST_DATABASE_URL" -qAtc "select count(*) from pg_database where datname like 't\_%'" 2>/dev/null) || return 0
+  templates=$(psql "$TEST_DATABASE_URL" -qAtc "select datname from pg_database where datname like 'gatehouse\_tpl\_%'" 2>/dev/null) || return 0
+  [ -n "$templates" ] || return 0
+  if [ "$busy" != 0 ]; then
+    echo "keeping the template database ($busy test databases exist: another test run?)"
+    return 0
+  fi
+  for t in $templates; do
+    psql "$TEST_DATABASE_URL" -qAtc "drop database if exists \"$t\"" >/dev/null 2>&1 && echo "dropped the template database $t"
+  done
+}
+
+on_exit() {
+  local status=$?
+  if [ "$status" != 0 ]; then failed=$current; fi
+  end_step
+  if [ -n "${TEST_DATABASE_URL:-}" ]; then
+    printf '\n==> clean-up\n'
+    drop_test_template || true
+  fi
+  printf '\n==> time per step\n'
+  printf '%s\n' "${timings[@]}"
+  printf '%8s  total\n' "$(duration $((SECONDS - suite_start)))"
+  if [ -n "$failed" ]; then printf '\nFAILED: %s (exit status %s)\n' "$failed" "$status"; fi
+  exit "$status"
+}
+trap on_exit EXIT
 
 step "build tools"
 ensure_build_tools
@@ -81,3 +139,7 @@ bash ops/conformance.sh
 
 step "aligner reference worker: contract tests against a fake model (ops/workers/aligner)"
 bash ops/workers/aligner/test.sh
+
+step "README examples against gatehouse dev (tests/readme/check_readme.py)"
+[ -x target/debug/gatehouse ] || cargo build --locked
+python3 tests/readme/check_readme.py --gatehouse target/debug/gatehouse --python .venv-conf/bin/python

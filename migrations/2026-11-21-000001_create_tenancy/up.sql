@@ -25,7 +25,7 @@ CREATE TABLE plans (
     max_audio_bytes         bigint  NOT NULL DEFAULT 26214400 CHECK (max_audio_bytes > 0),
     -- Model names the plan may call; '*' allows every model.
     allowed_models          text[]  NOT NULL DEFAULT '{*}',
-    -- Scopes tenant credentials may be granted (auth spec §1: grantable = client scopes ∩ entitlements).
+    -- Scopes tenant credentials may be granted (docs/auth.md §1: grantable = client scopes ∩ entitlements).
     entitlements            text[]  NOT NULL DEFAULT '{models:read,chat:completions,audio:align}',
     created_at              timestamptz NOT NULL DEFAULT now(),
     updated_at              timestamptz NOT NULL DEFAULT now(),

@@ -1,4 +1,4 @@
--- Credentials: OAuth2 clients, API keys, token signing keys and revocations (shared/spec/auth.md).
+-- Credentials: OAuth2 clients, API keys, token signing keys and revocations (docs/auth.md).
 -- Secrets are never stored: only HMAC-SHA256(pepper, secret). Private keys are stored AEAD-encrypted.
 
 CREATE TABLE oauth_clients (

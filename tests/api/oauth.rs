@@ -350,7 +350,13 @@ async fn revoking_all_tokens_of_a_client_and_disabling_its_tenant() {
     let r = app.client.delete(app.url(&format!("/api/v1/oauth2/tokens?client_id={cid}"))).bearer_auth(&op).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(app.get_with("/v1/models", &token).await.status(), 401);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // `iat` has whole seconds, so a token from the second of the revocation counts as revoked:
+    // wait for the clock to leave that second.
+    use gatehouse::db::schema::oauth_clients as c;
+    let valid_after: chrono::DateTime<chrono::Utc> =
+        c::table.filter(c::id.eq(&cid)).select(c::tokens_valid_after).first(&mut app.db.conn()).unwrap();
+    let later_second = || async { chrono::Utc::now().timestamp() > valid_after.timestamp() };
+    assert!(eventually(Duration::from_secs(3), later_second).await);
     let fresh = app.access_token(&cid, &cs, None).await;
     assert_eq!(app.get_with("/v1/models", &fresh).await.status(), 200, "tokens issued afterwards work");
 

@@ -1,4 +1,4 @@
-"""Conformance of Gatehouse's auth server with real client libraries (shared/spec/auth.md §14).
+"""Conformance of Gatehouse's auth server with real client libraries (docs/auth.md §14).
 
 Drives a running Gatehouse (started and seeded by ops/conformance.sh) with authlib,
 requests-oauthlib, PyJWT, the openai SDK and raw httpx. Environment:
