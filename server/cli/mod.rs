@@ -109,7 +109,11 @@ pub struct Output {
 }
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
+    if matches!(cli.command, Command::Dev(_)) && std::env::var_os("GATEHOUSE__LOG__REQUESTS_AT_DEBUG").is_none() {
+        // Dev's banner is the page a newcomer reads: request lines go to debug unless asked for.
+        config.log.requests_at_debug = true;
+    }
     crate::telemetry::init(&config.log);
     match cli.command {
         Command::CheckConfig => check_config(&config),

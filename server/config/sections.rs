@@ -93,11 +93,14 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// tracing filter directive; `RUST_LOG` overrides it.
     pub filter: String,
+    /// Whether each finished request logs a line at `info` (default) or only at `debug`
+    /// (`gatehouse dev` chooses `debug`, so request lines do not bury its banner).
+    pub requests_at_debug: bool,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, filter: "info".into() }
+        LogConfig { format: LogFormat::Text, filter: "info".into(), requests_at_debug: false }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod metrics;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -16,6 +17,9 @@ use tracing_actix_web::{RequestId, RootSpanBuilder};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
+
+/// `log.requests_at_debug`: process-wide, like the subscriber it configures.
+static REQUESTS_AT_DEBUG: AtomicBool = AtomicBool::new(false);
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -31,6 +35,7 @@ pub fn current_request_id() -> Option<String> {
 /// Installs the global subscriber. `RUST_LOG` wins over `log.filter`. Safe to call twice (the
 /// second call is a no-op), so tests and the CLI can both call it.
 pub fn init(config: &LogConfig) {
+    REQUESTS_AT_DEBUG.store(config.requests_at_debug, Ordering::Relaxed);
     let mut filter =
         EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.filter)).unwrap_or_else(|_| EnvFilter::new("info"));
     // actix-server narrates its own start and stop at INFO ("starting 2 workers", "force shutdown
@@ -86,7 +91,7 @@ impl RootSpanBuilder for GatehouseRootSpan {
         };
         span.record("http.status_code", status);
         let latency_ms = latency_ms.unwrap_or_default();
-        if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") || REQUESTS_AT_DEBUG.load(Ordering::Relaxed) {
             tracing::debug!(http.status_code = status, latency_ms, "request finished");
         } else if status >= 500 {
             tracing::warn!(http.status_code = status, latency_ms, "request finished");
