@@ -1,6 +1,6 @@
 //! Auth hot paths, measured in-process against a real (migrated) PostgreSQL database:
 //! `/v1` bearer verification with warm caches (JWT and API key), cold JWT signature checks, and
-//! access-token issuing. Run with `cargo bench --bench auth`; figures go in the README.
+//! access-token issuing. Run with `cargo bench --bench auth`; figures go in docs/performance.md.
 //! Uses TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres) to create and drop
 //! a scratch database.
 
