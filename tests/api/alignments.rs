@@ -168,7 +168,11 @@ fn billed_ms(db: &TestDb, tenant: &TenantId) -> i64 {
 #[actix_web::test]
 async fn bad_uploads_are_refused_with_the_right_status_and_never_reach_the_worker() {
     let (port, _sim) = aligner(|_| {});
-    let w = world(&[port], 16, 0, |c| c.alignment.max_duration_s = 20).await;
+    let w = world(&[port], 16, 0, |c| {
+        c.alignment.max_duration_s = 20;
+        c.gateway.policy_cache_ttl_ms = 100;
+    })
+    .await;
     let good = wav(2.0, 16_000, 1);
     let mut truncated = convert(&wav(2.0, 16_000, 1), "flac");
     truncated.truncate(200);
@@ -220,7 +224,10 @@ async fn bad_uploads_are_refused_with_the_right_status_and_never_reach_the_worke
 
     // Over the plan's size limit: refused while reading, before decoding.
     diesel::sql_query("UPDATE plans SET max_audio_bytes = 50000").execute(&mut w.app.db.conn()).unwrap();
-    tokio::time::sleep(Duration::from_millis(5_200)).await; // the policy cache lives 5 s
+    // A change made behind the instance's back applies once its cached policy expires.
+    let policies = &w.app.state.admission.policies;
+    let applied = || async { policies.tenant_policy(&w.tenant).await.is_ok_and(|p| p.max_audio_bytes == 50_000) };
+    assert!(eventually(Duration::from_secs(10), applied).await, "the plan change reached the policy cache");
     let r = align(&w.app, &w.key, form(wav(3.0, 16_000, 1), "big.wav", WORDS, "en")).await;
     assert_eq!(r.status(), 413);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "file_too_large");
@@ -366,7 +373,11 @@ fn job_status_db(db: &TestDb, id: &str) -> (String, i32) {
 #[actix_web::test]
 async fn jobs_are_idempotent_cancellable_and_private_to_their_tenant() {
     let (port, _sim) = aligner(|c| c.batch_ms = 2_000);
-    let w = world(&[port], 16, 0, |c| c.alignment.max_duration_s = 10).await;
+    let w = world(&[port], 16, 0, |c| {
+        c.alignment.max_duration_s = 10;
+        c.alignment.job_concurrency = 1;
+    })
+    .await;
     let audio = wav(30.0, 16_000, 1);
     let words = long_words(60);
     let submit = |key: &'static str, text: String| {
@@ -399,7 +410,22 @@ async fn jobs_are_idempotent_cancellable_and_private_to_their_tenant() {
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "cancelled");
     let r = w.app.client.delete(w.app.url(&format!("/v1/audio/alignments/jobs/{id}"))).bearer_auth(&w.key).send().await.unwrap();
     assert_eq!(r.status(), 409, "already ended");
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // The runner may have had a chunk of it at the worker. Its one runner takes the next job only
+    // once it is done with this one, so when the next job runs, nothing of this one is left to land.
+    let r = w
+        .app
+        .client
+        .post(w.app.url("/v1/audio/alignments/jobs"))
+        .bearer_auth(&w.key)
+        .multipart(form(wav(2.0, 16_000, 1), "next.wav", &long_words(4), "en"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let next = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let (app, key) = (&w.app, &w.key);
+    let taken = eventually(Duration::from_secs(20), || async { job_status(app, key, &next).await["status"] != "queued" }).await;
+    assert!(taken, "the runner took the next job");
     let after = job_status(&w.app, &w.key, id).await;
     assert_eq!(after["status"], "cancelled", "a cancelled job stays cancelled: {after}");
     assert!(after["result"].is_null());

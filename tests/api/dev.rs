@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{gatehouse, shared_tempdir};
+use crate::helpers::{gatehouse, shared_tempdir, wait_until};
 
 struct Dev {
     child: Child,
@@ -66,6 +66,14 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
     found
 }
 
+/// The processes still running from `data_dir` once they are gone, or after 10 s: the
+/// postmaster removes its pid file (which `pg_ctl stop` waits for) just before it exits.
+fn processes_left(data_dir: &Path) -> Vec<u32> {
+    let needle = data_dir.display().to_string();
+    wait_until(Duration::from_secs(10), || processes_mentioning(&needle).is_empty());
+    processes_mentioning(&needle)
+}
+
 fn line_with<'a>(banner: &'a str, prefix: &str) -> &'a str {
     banner.lines().find(|l| l.trim_start().starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` in {banner}"))
 }
@@ -82,7 +90,7 @@ fn dev_runs_a_private_cluster_stops_it_on_sigint_and_reuses_it() {
     assert!(!processes_mentioning(&data_dir.display().to_string()).is_empty(), "postgres runs from the data folder");
     interrupt(&mut first);
     assert!(!data_dir.join("postgres/postmaster.pid").exists(), "postgres shut down cleanly");
-    assert_eq!(processes_mentioning(&data_dir.display().to_string()), Vec::<u32>::new(), "no postgres process left");
+    assert_eq!(processes_left(&data_dir), Vec::<u32>::new(), "no postgres process left");
 
     let mut second = start_dev(&data_dir);
     assert_eq!(get(&format!("{}/readyz", second.base)), 200);
@@ -90,8 +98,7 @@ fn dev_runs_a_private_cluster_stops_it_on_sigint_and_reuses_it() {
     assert_eq!(line_with(&first.banner, "tenant:"), line_with(&second.banner, "tenant:"));
     assert_eq!(line_with(&first.banner, "operator:"), line_with(&second.banner, "operator:"));
     interrupt(&mut second);
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(processes_mentioning(&data_dir.display().to_string()), Vec::<u32>::new());
+    assert_eq!(processes_left(&data_dir), Vec::<u32>::new(), "no postgres process left");
 }
 
 #[test]

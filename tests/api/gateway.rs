@@ -212,7 +212,8 @@ async fn a_worker_dying_mid_stream_ends_the_stream_with_an_error_event() {
 async fn all_workers_down_answers_503_then_traffic_recovers() {
     // A port nothing listens on: connect errors, then the breaker ejects the worker.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (app, key) = gateway(&[dead], 300, |_| {}).await;
+    // Health checks every 100 ms: the recovery below waits for one to find the worker back.
+    let (app, key) = gateway(&[dead], 300, |c| c.gateway.refresh_interval_ms = 100).await;
     let r = post(&app, &key, &chat(false, false)).await;
     assert!(r.status() == 502 || r.status() == 503, "{}", r.status());
     let recovered = {
@@ -322,8 +323,16 @@ async fn the_worker_whose_vllm_metrics_report_less_load_gets_the_requests() {
         let req = outside.post(format!("http://127.0.0.1:{busy}/v1/chat/completions")).json(&chat(false, false)).send();
         held.push(actix_rt::spawn(req));
     }
-    // The health loop reads /metrics every 2 s.
-    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    // Once the busy worker's gauges show the six, one health round (the loop's work, run now
+    // rather than at its next tick) reads them.
+    let busy_metrics = format!("http://127.0.0.1:{busy}/metrics");
+    let loaded = eventually(Duration::from_secs(10), || async {
+        let text = reqwest::get(&busy_metrics).await.unwrap().text().await.unwrap();
+        gatehouse::workers::gateway::parse_vllm_load(&text) == Some(6)
+    })
+    .await;
+    assert!(loaded, "the outside requests reached the busy worker");
+    app.state.gateway.check_health(&app.state.upstream).await;
     for _ in 0..8 {
         assert_eq!(post(&app, &key, &chat(false, false)).await.status(), 200);
     }

@@ -295,7 +295,12 @@ pub fn shared_tempdir() -> tempfile::TempDir {
     dir
 }
 
-/// Polls `check` every 100 ms until it returns true or `limit` passes.
+/// How often `eventually` and `wait_until` look again: short, so a test waits about as long as
+/// the condition takes and no longer.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `check` until it returns true (true) or `limit` passes (false). Tests wait for what
+/// they wait for with this, not with fixed sleeps.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
@@ -306,7 +311,19 @@ where
         if check().await {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(POLL).await; // the polling interval: the wait ends on the condition
+    }
+    false
+}
+
+/// `eventually` for synchronous tests.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(POLL); // the polling interval: the wait ends on the condition
     }
     false
 }

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use gatehouse::actors::inference_queue::{InferenceQueueHandle, Outcome, QueueError, QueueSettings, WorkerSpec};
+use gatehouse::actors::inference_queue::{InferenceQueueHandle, Outcome, QueueError, QueueSettings, WorkerSpec, WorkerStatus};
 use gatehouse::domain::TenantId;
 use gatehouse::scheduler::{Priority, QueueLimits};
+
+use crate::helpers::eventually;
 
 fn worker(id: &str, slots: u32) -> WorkerSpec {
     WorkerSpec { id: id.into(), base_url: format!("http://{id}"), api_key: None, slots, draining: false }
@@ -38,7 +40,7 @@ async fn a_light_tenant_gets_half_the_dispatches_against_a_tenant_sending_ten_ti
         }));
         tokio::task::yield_now().await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(eventually(Duration::from_secs(10), || async { q.status().await.waiting == 55 }).await, "all 55 are queued");
     first.finish(Outcome::Success);
     let mut order = Vec::new();
     for _ in 0..10 {
@@ -62,7 +64,7 @@ async fn a_full_queue_refuses_at_once_and_a_deadline_expires_waiters() {
         let (q, t) = (q.clone(), t.clone());
         async move { q.acquire(t, 1, Priority::Normal, 1.0).await }
     });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(eventually(Duration::from_secs(1), || async { q.status().await.waiting == 1 }).await, "the second request waits");
     assert_eq!(q.acquire(t.clone(), 1, Priority::Normal, 1.0).await.unwrap_err(), QueueError::TenantQueueFull);
     assert_eq!(waiting.await.unwrap().unwrap_err(), QueueError::DeadlineExceeded);
     drop(held);
@@ -82,19 +84,20 @@ async fn the_circuit_breaker_ejects_a_failing_worker_and_recovers_it() {
         let outcome = if &*g.worker_id == "bad" { Outcome::WorkerFailure } else { Outcome::Success };
         g.finish(outcome);
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The actor's mailbox is in order: the status is asked after the releases were sent.
     let status = q.status().await;
-    assert!(status.workers.contains(&("bad".into(), "ejected", 0)), "{status:?}");
+    assert!(status.workers.contains(&("bad".into(), WorkerStatus::Ejected, 0)), "{status:?}");
     for _ in 0..5 {
         let g = q.acquire(t.clone(), 1, Priority::Normal, 1.0).await.unwrap();
         assert_eq!(&*g.worker_id, "good", "an ejected worker gets no traffic");
         g.finish(Outcome::Success);
     }
-    // After the rest period a health check (or a successful half-open request) restores it.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    // The rest period (300 ms) ends: half-open, one trial request may go. A health check that
+    // finds the worker well restores it fully.
+    let half_open = || async { q.status().await.workers.contains(&("bad".into(), WorkerStatus::HalfOpen, 0)) };
+    assert!(eventually(Duration::from_secs(5), half_open).await, "the rest period ends");
     q.report_health("bad".into(), true);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(q.status().await.workers.contains(&("bad".into(), "healthy", 0)));
+    assert!(q.status().await.workers.contains(&("bad".into(), WorkerStatus::Healthy, 0)));
 }
 
 #[actix_web::test]
@@ -107,6 +110,5 @@ async fn a_draining_worker_finishes_in_flight_work_and_takes_no_more() {
     assert_eq!(&*in_flight.worker_id, "w1");
     in_flight.finish(Outcome::Success);
     q.set_workers(vec![]);
-    tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(q.status().await.workers.is_empty(), "removed once idle");
 }

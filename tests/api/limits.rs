@@ -11,7 +11,7 @@ use gatehouse::service::workers::{AddWorkerRequest, CreatePoolRequest};
 use gatehouse::simulator::llm::{Simulator, SimulatorConfig};
 use serde_json::{Value, json};
 
-use crate::helpers::{TEST_MASTER_KEY, TestApp, TestDb, gatehouse, run, seed};
+use crate::helpers::{TEST_MASTER_KEY, TestApp, TestDb, eventually, gatehouse, run, seed};
 
 pub(crate) const MODEL: &str = "Qwen/Qwen2.5-7B-Instruct";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -441,8 +441,10 @@ async fn graceful_shutdown_mid_load_keeps_every_completed_request() {
     let mut app = TestApp::spawn_on(world.db.share(), |c| c.usage.flush_interval_ms = 5000).await;
     let client = app.client.clone();
     let url = app.url("/v1/chat/completions");
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let load = tokio::spawn({
         let key = world.key.clone();
+        let progress = progress.clone();
         async move {
             let mut completed = 0u64;
             let mut tokens = 0u64;
@@ -457,6 +459,7 @@ async fn graceful_shutdown_mid_load_keeps_every_completed_request() {
                             completed += 1;
                             tokens += v["usage"]["total_tokens"].as_u64().unwrap();
                             any = true;
+                            progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
                 }
@@ -467,7 +470,9 @@ async fn graceful_shutdown_mid_load_keeps_every_completed_request() {
             (completed, tokens)
         }
     });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Stop mid-load: after a few rounds of the eight have completed.
+    let under_way = eventually(Duration::from_secs(10), || async { progress.load(std::sync::atomic::Ordering::Relaxed) >= 16 }).await;
+    assert!(under_way, "the load got going");
     app.stop().await.unwrap();
     let (completed, tokens) = load.await.unwrap();
     assert!(completed > 0);

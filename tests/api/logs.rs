@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TEST_MASTER_KEY, TEST_PEPPER, TestDb, gatehouse, seed};
+use crate::helpers::{TEST_MASTER_KEY, TEST_PEPPER, TestDb, eventually, gatehouse, seed};
 
 #[test]
 fn a_full_auth_flow_logs_no_secret_token_or_key() {
@@ -34,12 +34,11 @@ fn a_full_auth_flow_logs_no_secret_token_or_key() {
     let mut secrets_seen = vec![secret.clone(), key.clone(), admin.clone(), TEST_MASTER_KEY.to_owned(), TEST_PEPPER.to_owned()];
     rt.block_on(async {
         let http = reqwest::Client::new();
-        for _ in 0..100 {
-            if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let ready = eventually(Duration::from_secs(10), || async {
+            http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(ready, "the server became ready");
         let form = [("grant_type", "client_credentials")];
         let token: Value = http
             .post(format!("{base}/oauth2/token"))

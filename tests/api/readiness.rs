@@ -61,8 +61,14 @@ async fn start_up_waits_for_a_database_that_comes_up_late() {
     init_test_logging();
     let (_dir, mut cluster, url) = private_cluster();
     cluster.stop().unwrap();
+    // Late means after start-up has been turned away: a stand-in on the server's socket takes
+    // start-up's first connection and drops it, and only then does the database start.
+    let socket = cluster.socket_dir().join(format!(".s.PGSQL.{}", gatehouse::dev::cluster::PORT));
+    let stand_in = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let starter = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
+        drop(stand_in.accept().expect("start-up tried the database"));
+        drop(stand_in);
+        std::fs::remove_file(&socket).unwrap();
         cluster.start().unwrap();
         cluster
     });

@@ -3,35 +3,64 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
+use tokio::sync::Notify;
 
-use crate::helpers::{TestApp, TestDb, gatehouse};
+use crate::helpers::{TestApp, TestDb, eventually, gatehouse};
 
-fn slow_route(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/test/slow",
-        web::get().to(|| async {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            HttpResponse::Ok().body("finished")
-        }),
-    );
+/// Holds a request in its handler until the test lets it go.
+#[derive(Default)]
+struct Gate {
+    /// The handler is running.
+    entered: Notify,
+    /// The handler may answer.
+    release: Notify,
+}
+
+fn gated_route(gate: Arc<Gate>) -> impl Fn(&mut web::ServiceConfig) + Send + Clone + 'static {
+    move |cfg| {
+        let gate = gate.clone();
+        cfg.route(
+            "/test/slow",
+            web::get().to(move || {
+                let gate = gate.clone();
+                async move {
+                    gate.entered.notify_one();
+                    gate.release.notified().await;
+                    HttpResponse::Ok().body("finished")
+                }
+            }),
+        );
+    }
 }
 
 #[actix_web::test]
 async fn an_in_flight_request_completes_during_graceful_shutdown() {
-    let mut app = TestApp::spawn_full(TestDb::new(), |_| {}, slow_route).await;
-    let url = app.url("/test/slow");
+    let gate = Arc::new(Gate::default());
+    let mut app = TestApp::spawn_full(TestDb::new(), |_| {}, gated_route(gate.clone())).await;
+    let (url, healthz) = (app.url("/test/slow"), app.url("/healthz"));
     let client = app.client.clone();
     let in_flight = actix_rt::spawn(async move { client.get(url).send().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), gate.entered.notified()).await.expect("the request reached its handler");
 
-    let stopping = app.stop();
-    let response = in_flight.await.unwrap().expect("the in-flight request was not cut off");
+    // Stop while the request is held in its handler; let it answer only once the server has
+    // stopped taking connections, so the answer can only come from a stopping server.
+    let (stopped, response) = futures_util::future::join(app.stop(), async {
+        let probe = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+        let refusing = eventually(Duration::from_secs(10), || async { probe.get(&healthz).send().await.is_err() }).await;
+        assert!(refusing, "the stopping server takes no new connections");
+        assert!(!in_flight.is_finished(), "the request is still in flight");
+        gate.release.notify_one();
+        in_flight.await.unwrap()
+    })
+    .await;
+    let response = response.expect("the in-flight request was not cut off");
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "finished");
-    stopping.await.expect("server stopped cleanly");
+    stopped.expect("server stopped cleanly");
 
     let after = reqwest::Client::new().get(app.url("/healthz")).send().await;
     assert!(after.is_err(), "no new connections after shutdown");

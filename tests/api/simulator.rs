@@ -6,6 +6,8 @@ use std::time::Duration;
 use gatehouse::simulator::llm::{SIMULATOR_LABEL, Simulator, SimulatorConfig};
 use serde_json::{Value, json};
 
+use crate::helpers::eventually;
+
 fn start(tweak: impl FnOnce(&mut SimulatorConfig)) -> (String, actix_web::dev::ServerHandle) {
     let mut config = SimulatorConfig::llm("127.0.0.1:0");
     config.ttft_ms = 5;
@@ -139,13 +141,18 @@ async fn concurrency_limit_queues_requests_and_metrics_show_it() {
         c.ttft_ms = 400;
     });
     let http = reqwest::Client::new();
+    let gauges = |running: u32, waiting: u32| {
+        let url = format!("{base}/metrics");
+        async move {
+            let metrics = reqwest::get(url).await.unwrap().text().await.unwrap();
+            metrics.contains(&format!("vllm:num_requests_running{{model_name=\"Qwen/Qwen2.5-7B-Instruct\"}} {running}\n"))
+                && metrics.contains(&format!("vllm:num_requests_waiting{{model_name=\"Qwen/Qwen2.5-7B-Instruct\"}} {waiting}\n"))
+        }
+    };
     let first = actix_rt::spawn(http.post(format!("{base}/v1/chat/completions")).json(&chat(false, false)).send());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(eventually(Duration::from_secs(5), || gauges(1, 0)).await, "the first request runs");
     let second = actix_rt::spawn(http.post(format!("{base}/v1/chat/completions")).json(&chat(false, false)).send());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("vllm:num_requests_running{model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 1"), "{metrics}");
-    assert!(metrics.contains("vllm:num_requests_waiting{model_name=\"Qwen/Qwen2.5-7B-Instruct\"} 1"), "{metrics}");
+    assert!(eventually(Duration::from_secs(5), || gauges(1, 1)).await, "the second waits for the only slot while the first runs");
     assert_eq!(first.await.unwrap().unwrap().status(), 200);
     assert_eq!(second.await.unwrap().unwrap().status(), 200);
     let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
@@ -162,7 +169,7 @@ async fn a_client_that_disconnects_frees_its_slot() {
     let http = reqwest::Client::new();
     let r = http.post(format!("{base}/v1/chat/completions")).json(&chat(true, false)).send().await.unwrap();
     drop(r);
-    let ok = crate::helpers::eventually(Duration::from_secs(5), || async {
+    let ok = eventually(Duration::from_secs(5), || async {
         reqwest::get(format!("{base}/metrics"))
             .await
             .unwrap()

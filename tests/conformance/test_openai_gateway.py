@@ -222,11 +222,19 @@ def test_rate_limit_error_carries_retry_after_and_the_sdk_honours_it():
     one is 429 rate_limit_exceeded with Retry-After; the SDK waits that long, retries, and succeeds
     once the slot is free."""
     key = os.environ["KEY_SERIAL"]
-    holder = threading.Thread(
-        target=lambda: client(key, max_retries=0, timeout=60).chat.completions.create(model=SLOW_MODEL, messages=MESSAGES, max_tokens=2)
-    )
+    admitted = threading.Event()
+
+    def hold():
+        # Streamed, so the answer's headers say it was admitted; the slot is held until its end.
+        stream = client(key, max_retries=0, timeout=60).chat.completions.create(
+            model=SLOW_MODEL, messages=MESSAGES, max_tokens=2, stream=True
+        )
+        admitted.set()
+        collect(stream)
+
+    holder = threading.Thread(target=hold)
     holder.start()
-    time.sleep(0.5)
+    assert admitted.wait(timeout=30), "the slow request was not admitted"
     bare = client(key, max_retries=0)
     with pytest.raises(openai.RateLimitError) as e:
         bare.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2)

@@ -179,7 +179,7 @@ class Dev:
                 for _ in range(100):
                     if not pid_file.exists():
                         break
-                    time.sleep(0.1)
+                    time.sleep(0.1)  # polling: the postmaster removes its pid file once stopped
             except (ValueError, ProcessLookupError, IndexError):
                 pass
         return self.proc.returncode
