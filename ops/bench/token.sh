@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Token endpoint throughput (issue: ≥ 5,000 tokens/s on a 2-core machine): `gatehouse serve`
 # (release build) on a scratch database, one OAuth2 client, and wrk issuing client-credentials
-# requests over keep-alive connections. The brute-force limits (spec §11) are raised for the run:
+# requests over keep-alive connections. The brute-force limits (docs/auth.md §11) are raised for the run:
 # they would otherwise cap one client at 30 tokens/min, which is the point of them.
 #   CONNECTIONS (default 32), DURATION (default 15s), TEST_DATABASE_URL as in ops/test.sh
 set -euo pipefail
