@@ -20,12 +20,9 @@ PY=$VENV/bin/python
 TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 
 # --- client libraries (pinned as in docs/auth.md §14) --------------------------------------------
-if [ ! -x "$PY" ] || ! "$PY" -c 'import authlib, requests_oauthlib, jwt, openai, httpx, pytest' >/dev/null 2>&1; then
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check \
-    authlib==1.9.6 requests requests-oauthlib==2.0.0 "pyjwt[crypto]==2.15.1" openai==3.51.0 httpx pytest
-fi
+# shellcheck source=ops/lib/provision.sh
+source ops/lib/provision.sh
+ensure_test_venv
 
 # --- the binary ----------------------------------------------------------------------------------
 if [ ! -x "$BIN" ]; then

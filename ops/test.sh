@@ -120,6 +120,9 @@ ring=$(cargo tree --locked -i ring --target all 2>/dev/null || true)
 if [ -n "$ring" ]; then echo "ring is in the dependency tree:"; echo "$ring"; exit 1; fi
 echo "ok"
 
+step "Python virtualenv for the tests (client libraries, aiosmtpd for the alert mails)"
+ensure_test_venv
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast
@@ -128,13 +131,6 @@ else
 fi
 
 step "Python conformance (authlib, requests-oauthlib, PyJWT, openai)"
-command -v python3 >/dev/null 2>&1 || apt_install python3
-# Debian/Ubuntu ship venv's ensurepip separately: try a throwaway venv, install python3-venv if it fails.
-if [ ! -x .venv-conf/bin/python ]; then
-  venv_probe=$(mktemp -d)
-  if ! python3 -m venv "$venv_probe/v" >/dev/null 2>&1; then apt_install python3-venv; fi
-  rm -rf "$venv_probe"
-fi
 bash ops/conformance.sh
 
 step "aligner reference worker: contract tests against a fake model (ops/workers/aligner)"

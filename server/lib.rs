@@ -6,6 +6,7 @@
 
 pub mod actors;
 pub mod admission;
+pub mod alerting;
 pub mod audio;
 pub mod auth;
 pub mod cli;

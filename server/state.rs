@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::HttpRequest;
 use ipnet::IpNet;
 
+use crate::actors::alert_mailer::AlertMailerHandle;
 use crate::actors::quota_accountant::QuotaAccountantHandle;
 use crate::admission::Admitter;
 use crate::auth::service::AuthService;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub tasks: Arc<Supervisor>,
     /// Usage exports running now (bounded per tenant and in all).
     pub exports: Arc<ExportSlots>,
+    /// Delivers the alert outbox by email.
+    pub alerts: AlertMailerHandle,
 }
 
 impl AppState {

@@ -2,6 +2,7 @@
 //! create or list something take `--json` and then print only JSON on stdout; logs go to stderr.
 //! Errors carry their exit code: 2 for usage and configuration errors, 1 for runtime failures.
 
+pub mod alerts;
 pub mod credentials;
 pub mod operator;
 pub mod plans;
@@ -91,6 +92,11 @@ pub enum Command {
         #[command(subcommand)]
         command: plans::PlanCommand,
     },
+    /// Alerts: send a test mail, list alerts, manage who receives them.
+    Alerts {
+        #[command(subcommand)]
+        command: alerts::AlertsCommand,
+    },
     /// Export data (usage for billing).
     Export {
         #[command(subcommand)]
@@ -131,6 +137,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Worker { command } => pools::run_worker(&config, command),
         Command::Plan { command } => plans::run_plan(&config, command),
         Command::Export { command } => plans::run_export(&config, command),
+        Command::Alerts { command } => alerts::run(&config, command),
     }
 }
 

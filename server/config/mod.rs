@@ -91,6 +91,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub alignment: AlignmentConfig,
     pub gateway: GatewayConfig,
+    pub alerts: AlertsConfig,
 }
 
 impl Config {
@@ -244,7 +245,13 @@ impl Config {
     fn validate_timings(&self) -> Result<(), ConfigError> {
         let g = &self.gateway;
         let a = &self.alignment;
-        let positive: [(&'static str, u64); 11] = [
+        let al = &self.alerts;
+        let positive: [(&'static str, u64); 16] = [
+            ("alerts.poll_ms", al.poll_ms),
+            ("alerts.evaluate_ms", al.evaluate_ms),
+            ("alerts.smtp_timeout_ms", al.smtp_timeout_ms),
+            ("alerts.max_attempts", u64::from(al.max_attempts)),
+            ("alerts.repeat_interval_s", al.repeat_interval_s),
             ("gateway.refresh_interval_ms", g.refresh_interval_ms),
             ("gateway.health_timeout_ms", g.health_timeout_ms),
             ("gateway.upstream_timeout_s", g.upstream_timeout_s),
@@ -262,6 +269,9 @@ impl Config {
         }
         if !(1..=60_000).contains(&g.policy_cache_ttl_ms) {
             return Err(ConfigError::invalid("gateway.policy_cache_ttl_ms", "must be between 1 and 60000"));
+        }
+        if !al.smtp_url.is_empty() && al.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError::invalid("alerts.from", "must be a mail address, e.g. Gatehouse <alerts@example.com>"));
         }
         if a.job_stale_after_s <= a.job_heartbeat_s {
             return Err(ConfigError::invalid("alignment.job_stale_after_s", "must be longer than alignment.job_heartbeat_s"));

@@ -121,6 +121,58 @@ impl Default for RetentionConfig {
     }
 }
 
+/// Alerts to on-call and tenant recipients by email.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// The SMTP server, in lettre's URL form: `smtps://user:pass@smtp.example.com` (implicit
+    /// TLS), `smtp://user:pass@smtp.example.com:587?tls=required` (STARTTLS) or
+    /// `smtp://127.0.0.1:2525` (plain). Empty: alerts are recorded and listed, not mailed.
+    pub smtp_url: Secret,
+    /// A PEM file of a CA certificate to trust for the SMTP server's TLS, besides the system's
+    /// (a private mail relay).
+    pub ca_file: Option<PathBuf>,
+    /// The sender of alert mails.
+    pub from: String,
+    /// Where the mails link to (the dashboard); empty = the issuer.
+    pub dashboard_url: String,
+    /// Milliseconds between two looks at the outbox for mails to send.
+    pub poll_ms: u64,
+    /// Milliseconds between two evaluations of the alert rules.
+    pub evaluate_ms: u64,
+    /// Milliseconds an SMTP conversation may take.
+    pub smtp_timeout_ms: u64,
+    /// Sending attempts of one alert before it is marked failed.
+    pub max_attempts: u32,
+    /// Milliseconds before the first retry of a mail; doubled each time, with jitter.
+    pub retry_base_ms: u64,
+    /// Seconds between two mails about a condition that lasts.
+    pub repeat_interval_s: u64,
+    /// Seconds a worker must be down (ejected, or failing its health checks) before it alerts.
+    pub worker_down_after_s: u64,
+    /// More alerts than this to one recipient within 10 minutes are folded into one digest mail.
+    pub digest_after: usize,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            smtp_url: Secret::default(),
+            ca_file: None,
+            from: "Gatehouse <gatehouse@localhost>".into(),
+            dashboard_url: String::new(),
+            poll_ms: 1000,
+            evaluate_ms: 5000,
+            smtp_timeout_ms: 10_000,
+            max_attempts: 8,
+            retry_base_ms: 2000,
+            repeat_interval_s: 3600,
+            worker_down_after_s: 60,
+            digest_after: 5,
+        }
+    }
+}
+
 /// How the gateway keeps its view of the worker pools and talks to workers.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

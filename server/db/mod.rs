@@ -4,6 +4,7 @@
 //! touch the pool directly: they call `db.run(…)`.
 
 pub mod admins;
+pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod clients;

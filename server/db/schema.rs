@@ -298,6 +298,31 @@ diesel::table! {
         attempts -> Int4,
         sent_at -> Nullable<Timestamptz>,
         last_error -> Nullable<Text>,
+        failed_at -> Nullable<Timestamptz>,
+        severity -> Text,
+    }
+}
+
+diesel::table! {
+    alert_recipients (id) {
+        id -> Text,
+        email -> Text,
+        tenant_id -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    alert_states (key) {
+        key -> Text,
+        rule -> Text,
+        tenant_id -> Nullable<Text>,
+        severity -> Text,
+        started_at -> Timestamptz,
+        last_notified_at -> Timestamptz,
+        notifications -> Int4,
+        resolved_at -> Nullable<Timestamptz>,
+        payload -> Jsonb,
     }
 }
 
@@ -327,4 +352,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     alert_rules,
     alert_outbox,
+    alert_recipients,
+    alert_states,
 );

@@ -108,6 +108,7 @@ define_id!(PoolId, "pool", "worker pool");
 define_id!(WorkerId, "wkr", "worker");
 define_id!(JobId, "job", "job");
 define_id!(AlertRuleId, "alr", "alert rule");
+define_id!(RecipientId, "rcp", "alert recipient");
 
 #[cfg(test)]
 mod tests {

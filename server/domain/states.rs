@@ -112,6 +112,16 @@ named_state!(
 );
 
 named_state!(
+    /// How urgent an alert is: `critical` pages (a pool with no healthy worker), `warning` needs a
+    /// look (a worker down, a quota threshold), `info` is for the record (a test mail).
+    Severity, "severity" {
+        Critical = "critical",
+        Warning = "warning",
+        Info = "info",
+    }
+);
+
+named_state!(
     /// Whether a tenant may use the platform.
     TenantStatus, "tenant status" {
         Active = "active",

@@ -29,6 +29,7 @@ pub async fn get_readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(Readiness::MigrationsPending(n)) => (false, json!({ "database": "ok", "migrations": format!("{n} pending") })),
         Err(_) => (false, json!({ "database": "not answering" })),
     };
+    checks["mail"] = json!(if state.alerts.mail_on() { "on" } else { "off (alerts.smtp_url is not set)" });
     let failing = state.tasks.failing();
     if !failing.is_empty() {
         ready = false;

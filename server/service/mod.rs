@@ -4,6 +4,7 @@
 //! `TenantId` explicitly. Secrets are returned exactly once, from the create/rotate calls.
 
 pub mod accounts;
+pub mod alerts;
 pub mod api_keys;
 pub mod clients;
 pub mod limits;

@@ -1,6 +1,6 @@
 //! Every background loop of the application, started in one place under the `Supervisor`, which
 //! restarts one that dies: the job runners, the gateway's pool reload and health checks, the
-//! signing-key reload, revocation polling, the quota accountant's watchdog, and periodic
+//! signing-key reload, revocation polling, the alert rules, the actors' watchdog, and periodic
 //! maintenance (partitions, signing-key rotation, expired revocations and jobs, limiter memory).
 
 use std::time::Duration;
@@ -71,7 +71,7 @@ pub(super) fn start(state: web::Data<AppState>) {
     });
 
     let s = state.clone();
-    tasks.spawn("quota_accountant_watchdog", move || {
+    tasks.spawn("actor_watchdog", move || {
         let s = s.clone();
         async move {
             let mut tick = tokio::time::interval(WATCHDOG_INTERVAL);
@@ -79,6 +79,24 @@ pub(super) fn start(state: web::Data<AppState>) {
                 tick.tick().await;
                 if !s.tasks.is_stopping() && s.usage.revive_if_dead() {
                     s.tasks.restarted("quota_accountant");
+                }
+                if !s.tasks.is_stopping() && s.alerts.revive_if_dead() {
+                    s.tasks.restarted("alert_mailer");
+                }
+            }
+        }
+    });
+
+    let s = state.clone();
+    tasks.spawn("alert_rules", move || {
+        let s = s.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(s.config.alerts.evaluate_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::alerting::evaluate(&s.db, &s.gateway, &s.config.alerts).await {
+                    tracing::warn!(error = %e, "alert rules not evaluated");
                 }
             }
         }

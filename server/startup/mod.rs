@@ -15,6 +15,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
+use crate::actors::alert_mailer::AlertMailerHandle;
 use crate::actors::quota_accountant::QuotaAccountantHandle;
 use crate::admission::{Admitter, PolicyStore};
 use crate::auth::service::AuthService;
@@ -85,6 +86,8 @@ impl Application {
         let usage = QuotaAccountantHandle::start(db.clone(), &config.usage);
         let limiter = RateLimiter::new(&config.redis, &tasks).await?;
         let admission = Admitter::new(policies.clone(), limiter, usage.clone(), gateway.clone());
+        let link = if config.alerts.dashboard_url.is_empty() { config.issuer() } else { config.alerts.dashboard_url.clone() };
+        let alerts = AlertMailerHandle::start(db.clone(), &config.alerts, link)?;
         let jobs = JobRunner::new(db.clone(), config.alignment.clone(), gateway.clone(), policies, usage.clone());
         let state = web::Data::new(AppState {
             db,
@@ -99,6 +102,7 @@ impl Application {
             jobs,
             tasks,
             exports: Arc::new(ExportSlots::new(config.usage.max_exports_per_tenant, config.usage.max_exports)),
+            alerts,
         });
         let tls = config.tls.enabled();
         let max_body = config.server.max_body_bytes;
@@ -191,6 +195,7 @@ impl Application {
         self.state.tasks.stop();
         self.state.jobs.shutdown().await;
         self.state.usage.flush().await;
+        self.state.alerts.deliver_now().await;
         self.state.audit.flush().await;
         tracing::info!("gatehouse stopped");
         result.context("server failed")

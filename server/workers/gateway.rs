@@ -78,6 +78,20 @@ pub struct Gateway {
     queues: RwLock<HashMap<String, Pooled>>,
     /// pool id → tenants with a queue-depth gauge, to zero the gauge when they leave.
     gauge_tenants: std::sync::Mutex<HashMap<String, std::collections::HashSet<String>>>,
+    /// Every worker's state at the end of the last health round (None before the first).
+    health: std::sync::Mutex<Option<Vec<WorkerHealth>>>,
+}
+
+/// A worker as the last health round saw it, for the alert rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerHealth {
+    pub pool_id: String,
+    pub pool: String,
+    pub worker: String,
+    pub base_url: String,
+    pub status: WorkerStatus,
+    /// When this instance first saw it down (ejected or half-open), if it is.
+    pub down_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Gateway {
@@ -93,6 +107,7 @@ impl Gateway {
             routes: RwLock::default(),
             queues: RwLock::default(),
             gauge_tenants: std::sync::Mutex::default(),
+            health: std::sync::Mutex::default(),
         }
     }
 
@@ -254,8 +269,22 @@ impl Gateway {
             }
         });
         futures_util::future::join_all(probes).await;
+        let previous = self.worker_health().unwrap_or_default();
+        let mut health = Vec::new();
         for pool in pools {
             let status = pool.queue.status().await;
+            for (worker, state, _) in &status.workers {
+                let down = matches!(state, WorkerStatus::Ejected | WorkerStatus::HalfOpen);
+                let was = previous.iter().find(|h| &h.worker == worker).and_then(|h| h.down_since);
+                health.push(WorkerHealth {
+                    pool_id: pool.pool_id.clone(),
+                    pool: pool.pool_name.clone(),
+                    worker: worker.clone(),
+                    base_url: pool.workers.iter().find(|w| &w.id == worker).map(|w| w.base_url.clone()).unwrap_or_default(),
+                    status: *state,
+                    down_since: down.then(|| was.unwrap_or_else(chrono::Utc::now)),
+                });
+            }
             let mut seen = self.gauge_tenants.lock().map(|mut m| m.remove(&pool.pool_id).unwrap_or_default()).unwrap_or_default();
             let mut now = std::collections::HashSet::new();
             for (tenant, depth) in &status.waiting_by_tenant {
@@ -279,6 +308,14 @@ impl Gateway {
                     .set(f64::from(outstanding));
             }
         }
+        if let Ok(mut h) = self.health.lock() {
+            *h = Some(health);
+        }
+    }
+
+    /// Every worker as the last health round saw it; None until a round has run.
+    pub fn worker_health(&self) -> Option<Vec<WorkerHealth>> {
+        self.health.lock().ok()?.clone()
     }
 }
 

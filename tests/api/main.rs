@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admission;
+mod alerts;
 mod alignments;
 mod architecture;
 mod bearer;
@@ -24,6 +25,7 @@ mod readiness;
 mod shutdown;
 mod signing_keys;
 mod simulator;
+mod smtp;
 mod supervision;
 mod tls;
 mod usage_export;

@@ -130,7 +130,9 @@ fn schema_rs_matches_the_database() {
         usage_events,
         audit_events,
         alert_rules,
-        alert_outbox
+        alert_outbox,
+        alert_recipients,
+        alert_states
     );
     let db = TestDb::new();
     let mut actual = schema_snapshot(&mut db.conn());

@@ -1,8 +1,9 @@
 //! The management API under `/api/v1` (JSON, `Cache-Control: no-store`): tenants, OAuth2 clients,
-//! API keys, token revocation and introspection, signing keys. Operators see every tenant; a tenant
+//! API keys, token revocation and introspection, signing keys, worker pools, plans, usage, alerts. Operators see every tenant; a tenant
 //! admin's token reaches only its own tenant, and anything else answers 404. The OpenAPI document
 //! served at `/api/openapi.json` is generated from these handlers' annotations.
 
+pub mod alerts;
 pub mod api_keys;
 pub mod clients;
 pub mod oauth_admin;
@@ -33,7 +34,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(signing_keys::configure)
             .configure(pools::configure)
             .configure(plans::configure)
-            .configure(usage::configure),
+            .configure(usage::configure)
+            .configure(alerts::configure),
     );
 }
 
@@ -61,7 +63,7 @@ impl utoipa::Modify for SecurityAddon {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Gatehouse management API", description = "Tenants, plans and limits, OAuth2 clients, API keys, revocation, signing keys, worker pools, usage and billing exports."),
+    info(title = "Gatehouse management API", description = "Tenants, plans and limits, OAuth2 clients, API keys, revocation, signing keys, worker pools, usage and billing exports, alerts and their recipients."),
     paths(
         tenants::list_tenants,
         tenants::create_tenant,
@@ -96,6 +98,10 @@ impl utoipa::Modify for SecurityAddon {
         plans::set_client_limits,
         usage::get_usage,
         usage::export_usage,
+        alerts::list_alerts,
+        alerts::list_recipients,
+        alerts::add_recipient,
+        alerts::remove_recipient,
     ),
     components(schemas(
         crate::db::tenants::TenantView,
@@ -121,6 +127,9 @@ impl utoipa::Modify for SecurityAddon {
         crate::service::plans::PlanView,
         crate::service::plans::CredentialLimits,
         crate::metering::report::UsageRow,
+        crate::db::alerts::AlertRow,
+        crate::db::alerts::Recipient,
+        crate::service::alerts::AddRecipientRequest,
     )),
     modifiers(&SecurityAddon),
     security(("management_token" = []))

@@ -1,0 +1,94 @@
+//! Alert recipients and the alert list, for the management API and the CLI. On-call addresses
+//! are the platform's (operators manage them); a tenant's recipients receive only that tenant's
+//! alerts, and its admins manage only those.
+
+use diesel::PgConnection;
+use diesel::prelude::*;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::{Actor, ServiceError};
+use crate::db::alerts::{self, AlertRow, Recipient};
+use crate::db::{DbError, audit, tenants};
+use crate::domain::{RecipientId, TenantId};
+
+/// Whose recipient: the platform's on-call, or one tenant's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientScope {
+    Oncall,
+    Tenant(TenantId),
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddRecipientRequest {
+    pub email: String,
+    /// The tenant whose alerts the address receives; omitted = an on-call address (operators).
+    pub tenant_id: Option<String>,
+}
+
+/// A plausible mail address: what lettre will accept as a mailbox, at most 254 characters.
+fn check_email(email: &str) -> Result<String, ServiceError> {
+    let email = email.trim();
+    let plausible = (3..=254).contains(&email.len()) && email.parse::<lettre::Address>().is_ok();
+    if plausible { Ok(email.to_owned()) } else { Err(ServiceError::invalid("email", "must be a mail address such as oncall@example.com")) }
+}
+
+pub fn add_recipient(conn: &mut PgConnection, email: &str, scope: &RecipientScope, actor: &Actor) -> Result<Recipient, ServiceError> {
+    let email = check_email(email)?;
+    conn.transaction(|conn| {
+        let tenant = match scope {
+            RecipientScope::Oncall => None,
+            RecipientScope::Tenant(t) => {
+                tenants::find(conn, t)?;
+                Some(t)
+            }
+        };
+        let id = RecipientId::generate();
+        let recipient = alerts::insert_recipient(conn, id.as_str(), &email, tenant).map_err(|e| match DbError::from(e) {
+            DbError::Conflict(_) => ServiceError::Conflict(format!("{email} already receives these alerts")),
+            other => ServiceError::Db(other),
+        })?;
+        let mut event = actor.event("alert_recipient.add").target("alert_recipient", id.as_str());
+        if let Some(t) = tenant {
+            event = event.tenant(t);
+        }
+        audit::insert(conn, &event)?;
+        Ok(recipient)
+    })
+}
+
+pub fn list_recipients(conn: &mut PgConnection, scope: Option<&TenantId>) -> Result<Vec<Recipient>, ServiceError> {
+    Ok(match scope {
+        Some(t) => alerts::list_tenant_recipients(conn, t)?,
+        None => alerts::list_all_recipients(conn)?,
+    })
+}
+
+/// Removes a recipient: a tenant admin only its tenant's (`Some`), an operator any (`None`).
+pub fn remove_recipient(conn: &mut PgConnection, scope: Option<&TenantId>, id: &str, actor: &Actor) -> Result<(), ServiceError> {
+    conn.transaction(|conn| {
+        let removed = match scope {
+            Some(t) => alerts::delete_tenant_recipient(conn, t, id)?,
+            None => alerts::delete_any_recipient(conn, id)?,
+        };
+        if removed == 0 {
+            return Err(ServiceError::NotFound(format!("no alert recipient `{id}`")));
+        }
+        let mut event = actor.event("alert_recipient.remove").target("alert_recipient", id);
+        if let Some(t) = scope {
+            event = event.tenant(t);
+        }
+        audit::insert(conn, &event)?;
+        Ok(())
+    })
+}
+
+/// The latest alerts: a tenant's (`Some`), or every alert for operators (`None`).
+pub fn list_alerts(conn: &mut PgConnection, scope: Option<&TenantId>, limit: i64) -> Result<Vec<AlertRow>, ServiceError> {
+    let limit = limit.clamp(1, 1000);
+    Ok(match scope {
+        Some(t) => alerts::list_tenant_alerts(conn, t, limit)?,
+        None => alerts::list_all_alerts(conn, limit)?,
+    })
+}
