@@ -130,6 +130,10 @@ else
   cargo test --locked --no-fail-fast
 fi
 
+step "Prometheus alerting rules (promtool check rules ops/prometheus/alerts.yml)"
+command -v promtool >/dev/null 2>&1 || apt_install prometheus
+promtool check rules ops/prometheus/alerts.yml
+
 step "Python conformance (authlib, requests-oauthlib, PyJWT, openai)"
 bash ops/conformance.sh
 

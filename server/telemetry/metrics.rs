@@ -11,6 +11,19 @@
 //! | `gatehouse_time_to_first_token_seconds` | histogram | pool, model |
 //! | `gatehouse_tokens_total` | counter | model, direction (`in` prompt / `out` completion) |
 //! | `gatehouse_upstream_errors_total` | counter | pool, kind (connect, timeout, status, stream) |
+//! | `gatehouse_auth_failures_total` | counter | endpoint (`v1`, `oauth2`) |
+//! | `gatehouse_rate_limited_total` | counter | scope, dimension |
+//! | `gatehouse_quota_exceeded_total` | counter | period |
+//! | `gatehouse_audio_seconds_total` | counter | model |
+//! | `gatehouse_batch_items` | histogram | — |
+//! | `gatehouse_usage_writes_total`, `gatehouse_usage_write_failures_total` | counter | — |
+//! | `gatehouse_redis_errors_total` | counter | — |
+//! | `gatehouse_task_restarts_total` | counter | task |
+//! | `gatehouse_alerts_pending` | gauge | — |
+//! | `gatehouse_alerts_sent_total`, `gatehouse_alerts_failed_total` | counter | — |
+//!
+//! `ops/prometheus/alerts.yml` and `ops/grafana/gatehouse.json` use these names; a test checks
+//! that each name they use is exported.
 
 use std::sync::OnceLock;
 

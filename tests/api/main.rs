@@ -18,6 +18,7 @@ mod inference_queue;
 mod limits;
 mod logs;
 mod management;
+mod metrics_contract;
 mod migrations;
 mod oauth;
 mod pools;
