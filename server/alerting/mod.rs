@@ -6,21 +6,29 @@
 //! to the outbox in the same transaction as the state change; the `AlertMailer` sends them.
 //!
 //! Rules: a worker down (ejected or failing its health checks) for `alerts.worker_down_after_s`
-//! (warning), and a pool with no healthy worker for as long (critical). Quota thresholds are
-//! raised by the quota accountant as it meters.
+//! (warning); a pool with no healthy worker for as long (critical); a pool whose queue-wait p95
+//! over `alerts.window_s` stays above `alerts.queue_wait_p95_ms` for `alerts.saturated_for_s`
+//! (warning); a pool whose worker failures reach `alerts.error_rate` of its finished requests
+//! (warning); `alerts.auth_failures` failed authentications from one IP or against one client id
+//! within the window (warning: possible credential stuffing). Quota thresholds are raised by the
+//! quota accountant as it meters.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::actors::inference_queue::WorkerStatus;
+use crate::auth::failures::FailureKey;
+use crate::auth::service::AuthService;
 use crate::config::AlertsConfig;
 use crate::db::alerts::{self, AlertState, NewAlert};
 use crate::db::{Db, DbError};
 use crate::domain::{Severity, TenantId};
-use crate::workers::gateway::{Gateway, WorkerHealth};
+use crate::workers::gateway::{Gateway, PoolStats, WorkerHealth};
 
 /// The rules this evaluator owns (it resolves their conditions).
-const RULES: [&str; 2] = ["worker_down", "pool_down"];
+const RULES: [&str; 5] = ["worker_down", "pool_down", "queue_saturated", "error_rate", "auth_failures"];
 
 /// A condition true now.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,19 +86,105 @@ pub fn health_conditions(health: &[WorkerHealth], down_after: chrono::Duration, 
     out
 }
 
-/// One evaluation: the health rules against the last health round. Nothing is resolved before
-/// this instance has seen a round (a fresh instance knows nothing yet).
-pub async fn evaluate(db: &Db, gateway: &Gateway, config: &AlertsConfig) -> Result<(), DbError> {
-    let Some(health) = gateway.worker_health() else { return Ok(()) };
-    let now = Utc::now();
-    let down_after = chrono::Duration::seconds(config.worker_down_after_s as i64);
-    let conditions = health_conditions(&health, down_after, now);
-    let repeat = chrono::Duration::seconds(config.repeat_interval_s as i64);
-    db.run(move |conn| {
-        use diesel::Connection;
-        conn.transaction(|conn| apply(conn, &conditions, now, repeat)).map_err(DbError::from)
-    })
-    .await
+/// The conditions of the traffic rules, from each pool's recent statistics. `over_since`
+/// remembers when each pool's queue wait went over its target (the rule needs it to last).
+pub fn traffic_conditions(
+    pools: &[PoolStats],
+    config: &AlertsConfig,
+    over_since: &mut HashMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<Condition> {
+    let mut out = Vec::new();
+    let target = std::time::Duration::from_millis(config.queue_wait_p95_ms);
+    for p in pools {
+        let key = format!("queue_saturated:{}", p.pool_id);
+        match p.recent.wait_p95.filter(|w| *w > target) {
+            Some(p95) => {
+                let since = *over_since.entry(key.clone()).or_insert(now);
+                if now - since >= chrono::Duration::seconds(config.saturated_for_s as i64) {
+                    out.push(Condition {
+                        key,
+                        rule: "queue_saturated",
+                        tenant: None,
+                        severity: Severity::Warning,
+                        since,
+                        summary: format!("pool {} is saturated: p95 queue wait {} ms", p.pool, p95.as_millis()),
+                        details: json!({ "Pool": p.pool, "Queue wait p95": format!("{} ms", p95.as_millis()), "Target": format!("{} ms", target.as_millis()) }),
+                        hint: "requests wait for a worker slot longer than the target: add workers or slots, or lower the \
+                               heaviest tenants' limits (gatehouse_queue_depth shows who waits)",
+                    });
+                }
+            }
+            None => drop(over_since.remove(&key)),
+        }
+        let (finished, failures) = (p.recent.finished, p.recent.worker_failures);
+        let rate = if finished == 0 { 0.0 } else { f64::from(failures) / f64::from(finished) };
+        if finished >= config.error_min_requests && rate >= config.error_rate {
+            out.push(Condition {
+                key: format!("error_rate:{}", p.pool_id),
+                rule: "error_rate",
+                tenant: None,
+                severity: Severity::Warning,
+                since: now,
+                summary: format!("pool {}: {:.0}% of requests fail at the worker", p.pool, rate * 100.0),
+                details: json!({ "Pool": p.pool, "Failed": format!("{failures} of {finished}"), "Window": format!("{} s", config.window_s) }),
+                hint: "workers refuse connections, time out, answer 5xx or break streams: gatehouse_upstream_errors_total{kind} \
+                       says which; check the model servers' logs",
+            });
+        }
+    }
+    out
+}
+
+/// The conditions of the authentication-failure rule.
+pub fn auth_conditions(bursts: &[(FailureKey, u32)], config: &AlertsConfig, now: DateTime<Utc>) -> Vec<Condition> {
+    bursts
+        .iter()
+        .map(|(key, n)| {
+            let (id, what, details) = match key {
+                FailureKey::Ip(ip) => (format!("ip:{ip}"), format!("from {ip}"), json!({ "IP": ip.to_string() })),
+                FailureKey::Client(c) => (format!("client:{c}"), format!("against client {c}"), json!({ "Client": c })),
+            };
+            let mut details = details;
+            details["Failures"] = json!(format!("{n} in {} s", config.window_s));
+            Condition {
+                key: format!("auth_failures:{id}"),
+                rule: "auth_failures",
+                tenant: None,
+                severity: Severity::Warning,
+                since: now,
+                summary: format!("{n} failed authentications {what}"),
+                details,
+                hint: "possible credential stuffing: the audit log (outcome failure) has every attempt; block the source, or \
+                       rotate the client's secret if it leaked",
+            }
+        })
+        .collect()
+}
+
+/// Evaluates the rules on a tick; remembers what a rule needs to last.
+#[derive(Default)]
+pub struct RuleEngine {
+    over_since: HashMap<String, DateTime<Utc>>,
+}
+
+impl RuleEngine {
+    /// One evaluation against the last health round. Nothing is resolved before this instance
+    /// has seen a round (a fresh instance knows nothing yet).
+    pub async fn evaluate(&mut self, db: &Db, gateway: &Gateway, auth: &AuthService, config: &AlertsConfig) -> Result<(), DbError> {
+        let Some(health) = gateway.worker_health() else { return Ok(()) };
+        let now = Utc::now();
+        let down_after = chrono::Duration::seconds(config.worker_down_after_s as i64);
+        let mut conditions = health_conditions(&health, down_after, now);
+        conditions.extend(traffic_conditions(&gateway.pool_stats(), config, &mut self.over_since, now));
+        conditions.extend(auth_conditions(&auth.failures.bursts(config.auth_failures), config, now));
+        let repeat = chrono::Duration::seconds(config.repeat_interval_s as i64);
+        db.run(move |conn| {
+            use diesel::Connection;
+            conn.transaction(|conn| apply(conn, &conditions, now, repeat)).map_err(DbError::from)
+        })
+        .await
+    }
 }
 
 /// Fires new conditions, repeats lasting ones when due, resolves those that cleared.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use super::failures::FailureTally;
 use super::jwt::{self, AccessClaims, Audience, TokenError};
 use super::keys::{KeySet, KeyStore};
 use super::limits::TokenLimits;
@@ -91,6 +92,8 @@ pub struct AuthService {
     pub master: Arc<MasterKey>,
     pub keys: KeyStore,
     pub limits: TokenLimits,
+    /// Failed authentications by IP and client id (the authentication-failure alert).
+    pub failures: FailureTally,
     clients: moka::future::Cache<String, Option<Arc<ClientAuthRecord>>>,
     api_keys: moka::future::Cache<String, Option<Arc<ApiKeyAuthRecord>>>,
     management: moka::future::Cache<String, Option<Arc<ManagementTokenRecord>>>,
@@ -115,6 +118,7 @@ impl AuthService {
             master: Arc::new(MasterKey::from_config(&config.auth.master_key)?),
             keys: KeyStore::default(),
             limits: TokenLimits::new(&config.auth),
+            failures: FailureTally::new(Duration::from_secs(config.alerts.window_s)),
             clients: cache(ttl),
             api_keys: cache(ttl),
             management: cache(ttl),

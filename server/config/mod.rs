@@ -246,7 +246,8 @@ impl Config {
         let g = &self.gateway;
         let a = &self.alignment;
         let al = &self.alerts;
-        let positive: [(&'static str, u64); 16] = [
+        let positive: [(&'static str, u64); 17] = [
+            ("alerts.window_s", al.window_s),
             ("alerts.poll_ms", al.poll_ms),
             ("alerts.evaluate_ms", al.evaluate_ms),
             ("alerts.smtp_timeout_ms", al.smtp_timeout_ms),

@@ -152,6 +152,19 @@ pub struct AlertsConfig {
     pub worker_down_after_s: u64,
     /// More alerts than this to one recipient within 10 minutes are folded into one digest mail.
     pub digest_after: usize,
+    /// Seconds of recent traffic the queue-wait, error-rate and authentication-failure rules look at.
+    pub window_s: u64,
+    /// A pool whose queue-wait p95 over the window stays above this many milliseconds for
+    /// `saturated_for_s` is saturated.
+    pub queue_wait_p95_ms: u64,
+    pub saturated_for_s: u64,
+    /// A pool whose share of worker failures over the window reaches this (with at least
+    /// `error_min_requests` finished requests) has an error spike.
+    pub error_rate: f64,
+    pub error_min_requests: u32,
+    /// Failed authentications from one IP, or against one client id, within the window that make
+    /// a burst (possible credential stuffing).
+    pub auth_failures: u32,
 }
 
 impl Default for AlertsConfig {
@@ -169,6 +182,12 @@ impl Default for AlertsConfig {
             repeat_interval_s: 3600,
             worker_down_after_s: 60,
             digest_after: 5,
+            window_s: 120,
+            queue_wait_p95_ms: 5000,
+            saturated_for_s: 120,
+            error_rate: 0.05,
+            error_min_requests: 20,
+            auth_failures: 50,
         }
     }
 }

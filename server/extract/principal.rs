@@ -78,6 +78,7 @@ pub async fn authenticate_v1<B: MessageBody>(req: ServiceRequest, next: Next<B>)
         Err(e) => {
             if !matches!(e, BearerError::Missing | BearerError::Unavailable) {
                 metrics::counter!("gatehouse_auth_failures_total", "endpoint" => "v1").increment(1);
+                state.auth.failures.record(ip, None);
                 let event = AuditEvent::new(ActorKind::Anonymous, "v1.authenticate", Outcome::Failure)
                     .origin(ip, crate::telemetry::current_request_id())
                     .details(serde_json::json!({ "reason": e.to_string(), "path": req.path() }));

@@ -204,6 +204,7 @@ async fn post_endpoint(
 
 async fn audit_failure(state: &AppState, endpoint: Endpoint, client_id: Option<&str>, ip: Option<IpAddr>, reason: &str) {
     metrics::counter!("gatehouse_auth_failures_total", "endpoint" => "oauth2").increment(1);
+    state.auth.failures.record(ip, client_id);
     let mut event = AuditEvent::new(ActorKind::Anonymous, endpoint.action(), Outcome::Failure)
         .origin(ip, crate::telemetry::current_request_id())
         .details(json!({ "reason": reason }));

@@ -93,9 +93,10 @@ pub(super) fn start(state: web::Data<AppState>) {
         async move {
             let mut tick = tokio::time::interval(Duration::from_millis(s.config.alerts.evaluate_ms));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut rules = crate::alerting::RuleEngine::default();
             loop {
                 tick.tick().await;
-                if let Err(e) = crate::alerting::evaluate(&s.db, &s.gateway, &s.config.alerts).await {
+                if let Err(e) = rules.evaluate(&s.db, &s.gateway, &s.auth, &s.config.alerts).await {
                     tracing::warn!(error = %e, "alert rules not evaluated");
                 }
             }

@@ -78,7 +78,8 @@ impl Application {
         let config = Arc::new(config);
         let upstream = UpstreamClient::build().context("cannot build the outbound HTTP client")?;
         apply_declared_pools(&db, &config, &auth).await?;
-        let gateway = Arc::new(Gateway::new(upstream.clone(), &config.gateway, tasks.clone()));
+        let stats_window = Duration::from_secs(config.alerts.window_s);
+        let gateway = Arc::new(Gateway::new(upstream.clone(), &config.gateway, stats_window, tasks.clone()));
         if let Err(e) = gateway.refresh(&db, auth.master.clone()).await {
             tracing::warn!(error = %e, "worker pools not loaded yet");
         }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::actors::inference_queue::{BatchSettings, InferenceQueueHandle, QueueSettings, WorkerSpec, WorkerStatus};
+use crate::actors::inference_queue::{BatchSettings, InferenceQueueHandle, QueueSettings, WindowStats, WorkerSpec, WorkerStatus};
 use crate::auth::seal::MasterKey;
 use crate::config::GatewayConfig;
 use crate::db::{Db, DbError, workers};
@@ -72,6 +72,7 @@ pub struct Gateway {
     eject_for: Duration,
     eject_after: u32,
     health_timeout: Duration,
+    stats_window: Duration,
     /// model name → pool.
     routes: RwLock<HashMap<String, Arc<PoolRoute>>>,
     /// pool id → its queue.
@@ -80,6 +81,16 @@ pub struct Gateway {
     gauge_tenants: std::sync::Mutex<HashMap<String, std::collections::HashSet<String>>>,
     /// Every worker's state at the end of the last health round (None before the first).
     health: std::sync::Mutex<Option<Vec<WorkerHealth>>>,
+    /// Every pool's recent statistics at the end of the last health round.
+    pool_stats: std::sync::Mutex<Vec<PoolStats>>,
+}
+
+/// A pool's recent queue waits and outcomes, for the alert rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStats {
+    pub pool_id: String,
+    pub pool: String,
+    pub recent: WindowStats,
 }
 
 /// A worker as the last health round saw it, for the alert rules.
@@ -96,7 +107,8 @@ pub struct WorkerHealth {
 
 impl Gateway {
     /// Must be made on an actix system: queues run on its arbiter.
-    pub fn new(http: reqwest::Client, config: &GatewayConfig, tasks: Arc<Supervisor>) -> Gateway {
+    /// `stats_window`: how far back each pool's wait and failure statistics look.
+    pub fn new(http: reqwest::Client, config: &GatewayConfig, stats_window: Duration, tasks: Arc<Supervisor>) -> Gateway {
         Gateway {
             http,
             arbiter: actix_rt::Arbiter::current(),
@@ -104,10 +116,12 @@ impl Gateway {
             eject_for: Duration::from_millis(config.eject_for_ms),
             eject_after: config.eject_after_failures,
             health_timeout: Duration::from_millis(config.health_timeout_ms),
+            stats_window,
             routes: RwLock::default(),
             queues: RwLock::default(),
             gauge_tenants: std::sync::Mutex::default(),
             health: std::sync::Mutex::default(),
+            pool_stats: std::sync::Mutex::default(),
         }
     }
 
@@ -212,6 +226,7 @@ impl Gateway {
                 deadline: Duration::from_millis(pool.queue_deadline_ms.max(1) as u64),
                 eject_for: self.eject_for,
                 eject_after: self.eject_after,
+                stats_window: self.stats_window,
                 batch,
             };
             let queue = match queues.get_mut(&pool.id) {
@@ -271,8 +286,10 @@ impl Gateway {
         futures_util::future::join_all(probes).await;
         let previous = self.worker_health().unwrap_or_default();
         let mut health = Vec::new();
+        let mut stats = Vec::new();
         for pool in pools {
             let status = pool.queue.status().await;
+            stats.push(PoolStats { pool_id: pool.pool_id.clone(), pool: pool.pool_name.clone(), recent: status.recent });
             for (worker, state, _) in &status.workers {
                 let down = matches!(state, WorkerStatus::Ejected | WorkerStatus::HalfOpen);
                 let was = previous.iter().find(|h| &h.worker == worker).and_then(|h| h.down_since);
@@ -311,6 +328,14 @@ impl Gateway {
         if let Ok(mut h) = self.health.lock() {
             *h = Some(health);
         }
+        if let Ok(mut s) = self.pool_stats.lock() {
+            *s = stats;
+        }
+    }
+
+    /// Every pool's recent statistics as the last health round saw them.
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        self.pool_stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Every worker as the last health round saw it; None until a round has run.

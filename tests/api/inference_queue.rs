@@ -19,6 +19,7 @@ fn settings(max_per_tenant: usize, deadline_ms: u64) -> QueueSettings {
         deadline: Duration::from_millis(deadline_ms),
         eject_for: Duration::from_millis(300),
         eject_after: 3,
+        stats_window: Duration::from_secs(120),
         batch: None,
     }
 }

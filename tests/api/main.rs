@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admission;
+mod alert_rules;
 mod alerts;
 mod alignments;
 mod architecture;

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::grant::{AlignFailure, AlignItem, AlignReply, Batch, BatchEntry, Grant, Outcome, Waiter};
 use super::pool::{Health, LoadReading, WorkerStatus, record_failure};
-use super::{InferenceQueue, QueueError, QueueSettings, WorkerSpec};
+use super::{InferenceQueue, QueueError, QueueSettings, WindowStats, WorkerSpec};
 use crate::domain::TenantId;
 use crate::scheduler::Priority;
 
@@ -50,6 +50,9 @@ impl Handler<Release> for InferenceQueue {
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
         if let Some(w) = self.workers.iter_mut().find(|w| w.target.id == msg.worker_id) {
             w.outstanding = w.outstanding.saturating_sub(1);
+            if msg.outcome != Outcome::Abandoned {
+                self.stats.finished(Instant::now(), msg.outcome == Outcome::WorkerFailure);
+            }
             match msg.outcome {
                 Outcome::Success => {
                     w.failures = 0;
@@ -131,6 +134,8 @@ pub struct QueueStatus {
     pub waiting: usize,
     pub waiting_by_tenant: Vec<(String, usize)>,
     pub workers: Vec<(String, WorkerStatus, u32)>,
+    /// Waits and outcomes over the pool's statistics window.
+    pub recent: WindowStats,
 }
 
 #[derive(Message)]
@@ -142,7 +147,9 @@ impl Handler<GetStatus> for InferenceQueue {
 
     fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
         let now = Instant::now();
+        let recent = self.stats.summary(now);
         MessageResult(QueueStatus {
+            recent,
             waiting: self.queue.len(),
             waiting_by_tenant: self.queue.depths().map(|(t, n)| (t.to_string(), n)).collect(),
             workers: self

@@ -13,6 +13,7 @@
 mod grant;
 mod handle;
 mod pool;
+mod stats;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ pub use grant::{AlignDone, AlignFailure, AlignItem, AlignReply, Batch, BatchEntr
 pub use handle::{HealthReport, InferenceQueueHandle, QueueStatus};
 pub use pool::{Health, WorkerSpec, WorkerStatus};
 use pool::{PoolWorker, Target};
+pub use stats::WindowStats;
 
 const TICK: Duration = Duration::from_millis(50);
 /// A worker's own load reading (vLLM's `/metrics`) counts for this long.
@@ -69,6 +71,8 @@ pub struct QueueSettings {
     pub eject_after: u32,
     /// Batching (aligner pools); None grants one slot per request.
     pub batch: Option<BatchSettings>,
+    /// How far back the queue's wait and failure statistics look (for the alert rules).
+    pub stats_window: Duration,
 }
 
 pub struct InferenceQueue {
@@ -78,11 +82,19 @@ pub struct InferenceQueue {
     pub(super) executor: Option<mpsc::UnboundedSender<Batch>>,
     /// A dispatch is already scheduled for this instant (batch wait).
     wake_at: Option<Instant>,
+    stats: stats::PoolStats,
 }
 
 impl InferenceQueue {
     pub fn new(workers: Vec<WorkerSpec>, settings: QueueSettings) -> Self {
-        let mut q = InferenceQueue { workers: Vec::new(), queue: FairQueue::new(settings.limits), settings, executor: None, wake_at: None };
+        let mut q = InferenceQueue {
+            workers: Vec::new(),
+            queue: FairQueue::new(settings.limits),
+            settings,
+            executor: None,
+            wake_at: None,
+            stats: stats::PoolStats::new(settings.stats_window),
+        };
         q.set_workers(workers);
         q
     }
@@ -170,6 +182,7 @@ impl InferenceQueue {
             }
             let Some(job) = self.queue.pop() else { break };
             let waited = job.waited(now);
+            self.stats.waited(now, waited);
             match job.item {
                 Waiter::Slot(reply) => {
                     let grant = self.take_slot(index, waited, ctx);
