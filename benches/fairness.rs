@@ -34,6 +34,7 @@ async fn scenario(clients: [usize; 2], fifo: bool) -> Samples {
             deadline: Duration::from_secs(60),
             eject_for: Duration::from_secs(10),
             eject_after: 3,
+            stats_window: Duration::from_secs(120),
             batch: None,
         },
     );

@@ -1,3 +1,4 @@
+DROP TABLE alert_silences;
 DROP INDEX alert_outbox_pending_idx;
 CREATE INDEX alert_outbox_pending_idx ON alert_outbox (available_at) WHERE sent_at IS NULL;
 ALTER TABLE alert_outbox DROP COLUMN severity;

@@ -32,3 +32,16 @@ ALTER TABLE alert_outbox ADD COLUMN failed_at timestamptz;
 ALTER TABLE alert_outbox ADD COLUMN severity text NOT NULL DEFAULT 'warning' CHECK (severity IN ('critical', 'warning', 'info'));
 DROP INDEX alert_outbox_pending_idx;
 CREATE INDEX alert_outbox_pending_idx ON alert_outbox (available_at) WHERE sent_at IS NULL AND failed_at IS NULL;
+
+-- An operator's silence: alerts of `rule` (any rule when NULL) whose key contains `object` (any
+-- object when NULL) are not mailed until `until`; they are recorded as silenced.
+CREATE TABLE alert_silences (
+    id                  text PRIMARY KEY CHECK (id ~ '^sil_[A-Za-z0-9]{22}$'),
+    rule                text,
+    object              text,
+    until               timestamptz NOT NULL,
+    reason              text NOT NULL DEFAULT '',
+    created_by          text NOT NULL,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX alert_silences_until_idx ON alert_silences (until);

@@ -28,6 +28,33 @@ pub enum AlertsCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// Silence a rule, an object (a worker, pool or tenant id, an IP, a client id) or both for a
+    /// while: covered alerts are recorded as silenced and not mailed.
+    Silence {
+        /// One of: worker_down, pool_down, queue_saturated, error_rate, auth_failures, quota_threshold.
+        #[arg(long)]
+        rule: Option<String>,
+        #[arg(long)]
+        object: Option<String>,
+        /// How long: 90s, 30m, 2h, 7d.
+        #[arg(long = "for", value_parser = parse_duration)]
+        duration_s: i64,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// The silences in force.
+    Silences {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// End a silence (sil_…).
+    Unsilence {
+        id: String,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Who receives alerts.
     Recipient {
         #[command(subcommand)]
@@ -93,6 +120,36 @@ pub fn run(config: &Config, command: AlertsCommand) -> Result<(), CliError> {
             Ok(())
         }
         AlertsCommand::Recipient { command } => run_recipient(config, command),
+        AlertsCommand::Silence { rule, object, duration_s, reason, output } => {
+            let mut conn = connect_current(config)?;
+            let silence = svc::add_silence(&mut conn, &svc::SilenceRequest { rule, object, duration_s, reason }, &Actor::cli())?;
+            if output.json {
+                return print_json(&silence);
+            }
+            println!("{} until {}", silence.id, silence.until.to_rfc3339());
+            Ok(())
+        }
+        AlertsCommand::Silences { output } => {
+            let mut conn = connect_current(config)?;
+            let list = svc::list_silences(&mut conn)?;
+            if output.json {
+                return print_json(&list);
+            }
+            for s in list {
+                let (rule, object) = (s.rule.as_deref().unwrap_or("*"), s.object.as_deref().unwrap_or("*"));
+                println!("{:<27} {:<16} {:<28} until {}  {}", s.id, rule, object, s.until.to_rfc3339(), s.reason);
+            }
+            Ok(())
+        }
+        AlertsCommand::Unsilence { id, output } => {
+            let mut conn = connect_current(config)?;
+            svc::remove_silence(&mut conn, &id, &Actor::cli())?;
+            if output.json {
+                return print_json(&serde_json::json!({ "removed": id }));
+            }
+            println!("removed {id}");
+            Ok(())
+        }
     }
 }
 
@@ -150,5 +207,36 @@ fn send_test(config: &Config, to: &str, output: Output) -> Result<(), CliError> 
     } else {
         println!("test mail sent to {to} ({})", reply.join(" "));
         Ok(())
+    }
+}
+
+/// `90s`, `30m`, `2h`, `7d` (a bare number is seconds) → seconds.
+fn parse_duration(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: i64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 30m, 2h or 7d"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit `{other}`: use s, m, h or d")),
+    };
+    n.checked_mul(factor).ok_or_else(|| format!("`{text}` is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("7d"), Ok(604_800));
+        assert_eq!(parse_duration("45"), Ok(45));
+        assert!(parse_duration("2w").is_err());
+        assert!(parse_duration("h").is_err());
     }
 }

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Timestamptz};
 use serde::Serialize;
 
-use super::schema::{alert_outbox, alert_recipients, alert_states};
+use super::schema::{alert_outbox, alert_recipients, alert_silences, alert_states};
 use crate::domain::{Severity, TenantId};
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
@@ -102,6 +102,8 @@ pub struct Claimed {
     #[diesel(sql_type = Text)]
     pub kind: String,
     #[diesel(sql_type = Text)]
+    pub dedup_key: String,
+    #[diesel(sql_type = Text)]
     pub severity: String,
     #[diesel(sql_type = Jsonb)]
     pub payload: serde_json::Value,
@@ -119,7 +121,7 @@ pub fn claim_due(conn: &mut PgConnection, limit: i64, lease_s: i64) -> QueryResu
         "UPDATE alert_outbox SET attempts = attempts + 1, available_at = now() + make_interval(secs => $2)
          WHERE id IN (SELECT id FROM alert_outbox WHERE sent_at IS NULL AND failed_at IS NULL AND available_at <= now()
                       ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-         RETURNING id, tenant_id, kind, severity, payload, created_at, attempts",
+         RETURNING id, tenant_id, kind, dedup_key, severity, payload, created_at, attempts",
     )
     .bind::<BigInt, _>(limit)
     .bind::<BigInt, _>(lease_s)
@@ -250,4 +252,49 @@ pub fn renotified(conn: &mut PgConnection, key: &str, at: DateTime<Utc>) -> Quer
 
 pub fn resolve_state(conn: &mut PgConnection, key: &str, at: DateTime<Utc>) -> QueryResult<()> {
     diesel::update(alert_states::table.find(key)).set(alert_states::resolved_at.eq(Some(at))).execute(conn).map(drop)
+}
+
+/// An operator's silence of a rule, an object, or both, until a time.
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
+#[diesel(table_name = alert_silences, check_for_backend(diesel::pg::Pg))]
+pub struct Silence {
+    pub id: String,
+    /// None: every rule.
+    pub rule: Option<String>,
+    /// None: every object; else alerts whose key contains it (a worker, pool or tenant id, an IP).
+    pub object: Option<String>,
+    pub until: DateTime<Utc>,
+    pub reason: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Silence {
+    /// Whether this silence covers an alert of `rule` with `key`.
+    pub fn covers(&self, rule: &str, key: &str) -> bool {
+        self.rule.as_deref().is_none_or(|r| r == rule) && self.object.as_deref().is_none_or(|o| key.contains(o))
+    }
+}
+
+pub fn insert_silence(conn: &mut PgConnection, silence: &Silence) -> QueryResult<Silence> {
+    diesel::insert_into(alert_silences::table)
+        .values((
+            alert_silences::id.eq(&silence.id),
+            alert_silences::rule.eq(&silence.rule),
+            alert_silences::object.eq(&silence.object),
+            alert_silences::until.eq(silence.until),
+            alert_silences::reason.eq(&silence.reason),
+            alert_silences::created_by.eq(&silence.created_by),
+        ))
+        .returning(Silence::as_returning())
+        .get_result(conn)
+}
+
+/// Silences still in force (operators' and the mailer's view; silences are platform-wide).
+pub fn active_silences(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<Vec<Silence>> {
+    alert_silences::table.filter(alert_silences::until.gt(now)).order(alert_silences::until).select(Silence::as_select()).load(conn)
+}
+
+pub fn delete_silence(conn: &mut PgConnection, id: &str) -> QueryResult<usize> {
+    diesel::delete(alert_silences::table.find(id)).execute(conn)
 }

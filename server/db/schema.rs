@@ -313,6 +313,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    alert_silences (id) {
+        id -> Text,
+        rule -> Nullable<Text>,
+        object -> Nullable<Text>,
+        until -> Timestamptz,
+        reason -> Text,
+        created_by -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     alert_states (key) {
         key -> Text,
         rule -> Text,
@@ -353,5 +365,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     alert_rules,
     alert_outbox,
     alert_recipients,
+    alert_silences,
     alert_states,
 );

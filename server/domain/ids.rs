@@ -109,6 +109,7 @@ define_id!(WorkerId, "wkr", "worker");
 define_id!(JobId, "job", "job");
 define_id!(AlertRuleId, "alr", "alert rule");
 define_id!(RecipientId, "rcp", "alert recipient");
+define_id!(SilenceId, "sil", "alert silence");
 
 #[cfg(test)]
 mod tests {

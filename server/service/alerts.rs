@@ -8,9 +8,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{Actor, ServiceError};
-use crate::db::alerts::{self, AlertRow, Recipient};
+use crate::db::alerts::{self, AlertRow, Recipient, Silence};
 use crate::db::{DbError, audit, tenants};
-use crate::domain::{RecipientId, TenantId};
+use crate::domain::{RecipientId, SilenceId, TenantId};
 
 /// Whose recipient: the platform's on-call, or one tenant's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,5 +90,70 @@ pub fn list_alerts(conn: &mut PgConnection, scope: Option<&TenantId>, limit: i64
     Ok(match scope {
         Some(t) => alerts::list_tenant_alerts(conn, t, limit)?,
         None => alerts::list_all_alerts(conn, limit)?,
+    })
+}
+
+/// The rules alerts come from (a silence names one of them, or none for all).
+pub const RULES: [&str; 6] = ["worker_down", "pool_down", "queue_saturated", "error_rate", "auth_failures", "quota_threshold"];
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceRequest {
+    /// One of the rules, or omitted for every rule.
+    pub rule: Option<String>,
+    /// A worker, pool or tenant id, an IP or a client id the alert's key contains; omitted for
+    /// every object.
+    pub object: Option<String>,
+    /// How long, in seconds (1 minute to 30 days).
+    pub duration_s: i64,
+    /// Why (shown in the list).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Silences a rule, an object or both for a while (operators).
+pub fn add_silence(conn: &mut PgConnection, req: &SilenceRequest, actor: &Actor) -> Result<Silence, ServiceError> {
+    if let Some(rule) = &req.rule {
+        if !RULES.contains(&rule.as_str()) {
+            return Err(ServiceError::invalid("rule", format!("must be one of {}", RULES.join(", "))));
+        }
+    }
+    let object = req.object.as_deref().map(str::trim).filter(|o| !o.is_empty());
+    if req.rule.is_none() && object.is_none() {
+        return Err(ServiceError::invalid("rule", "name a rule, an object, or both: silencing everything is not a silence"));
+    }
+    if !(60..=30 * 86_400).contains(&req.duration_s) {
+        return Err(ServiceError::invalid("duration_s", "must be between 60 (a minute) and 2592000 (30 days)"));
+    }
+    if req.reason.len() > 500 || object.is_some_and(|o| o.len() > 200) {
+        return Err(ServiceError::invalid("reason", "reason ≤ 500 and object ≤ 200 characters"));
+    }
+    conn.transaction(|conn| {
+        let silence = Silence {
+            id: SilenceId::generate().to_string(),
+            rule: req.rule.clone(),
+            object: object.map(str::to_owned),
+            until: chrono::Utc::now() + chrono::Duration::seconds(req.duration_s),
+            reason: req.reason.clone(),
+            created_by: actor.id.clone(),
+            created_at: chrono::Utc::now(),
+        };
+        let saved = alerts::insert_silence(conn, &silence)?;
+        audit::insert(conn, &actor.event("alert_silence.add").target("alert_silence", saved.id.as_str()))?;
+        Ok(saved)
+    })
+}
+
+pub fn list_silences(conn: &mut PgConnection) -> Result<Vec<Silence>, ServiceError> {
+    Ok(alerts::active_silences(conn, chrono::Utc::now())?)
+}
+
+pub fn remove_silence(conn: &mut PgConnection, id: &str, actor: &Actor) -> Result<(), ServiceError> {
+    conn.transaction(|conn| {
+        if alerts::delete_silence(conn, id)? == 0 {
+            return Err(ServiceError::NotFound(format!("no alert silence `{id}`")));
+        }
+        audit::insert(conn, &actor.event("alert_silence.remove").target("alert_silence", id))?;
+        Ok(())
     })
 }

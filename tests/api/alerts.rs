@@ -259,3 +259,47 @@ async fn recipients_through_the_api_are_confined_to_the_admins_tenant() {
     let body: Value = app.get("/readyz").await.json().await.unwrap();
     assert_eq!(body["checks"]["mail"], "off (alerts.smtp_url is not set)");
 }
+
+#[actix_web::test]
+async fn a_silenced_rule_is_recorded_and_not_mailed() {
+    let sink = SmtpSink::start();
+    let db = TestDb::new();
+    add_recipient(&db, "oncall@example.com", None);
+    let acme = seed::tenant(&db, "Acme");
+    let admin = seed::admin_token(&db, &acme);
+    let (code, out, err) = run(gatehouse().env("DATABASE_URL", &db.url).args([
+        "alerts",
+        "silence",
+        "--rule",
+        "worker_down",
+        "--for",
+        "2h",
+        "--reason",
+        "maintenance",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(serde_json::from_str::<Value>(&out).unwrap()["id"].as_str().unwrap().starts_with("sil_"));
+    let app = TestApp::spawn_on(db.share(), |c| fast(c, &sink.url())).await;
+    platform_alert(&db, 1); // kind worker_down: silenced
+    let payload = json!({ "state": "firing", "summary": "pool qwen has no healthy worker", "hint": "look" });
+    let pool_down =
+        NewAlert { tenant: None, kind: "pool_down", dedup_key: "pool_down:test", severity: Severity::Critical, payload: &payload };
+    assert!(alerts::enqueue(&mut db.conn(), &pool_down).unwrap());
+    let mails = sink.wait_for(1, WAIT).await;
+    assert!(eventually(WAIT, || async { unsent(&db) == 0 }).await);
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert_eq!(mails[0].subject, "[CRITICAL] pool qwen has no healthy worker");
+    let listed = alerts::list_all_alerts(&mut db.conn(), 10).unwrap();
+    assert!(listed.iter().any(|a| a.kind == "worker_down" && a.last_error.as_deref() == Some("silenced")), "{listed:#?}");
+    // Silences are an operator's tool.
+    let r = app
+        .client
+        .post(app.url("/api/v1/alerts/silences"))
+        .bearer_auth(&admin)
+        .json(&json!({ "rule": "pool_down", "duration_s": 600 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}

@@ -132,6 +132,7 @@ fn schema_rs_matches_the_database() {
         alert_rules,
         alert_outbox,
         alert_recipients,
+        alert_silences,
         alert_states
     );
     let db = TestDb::new();

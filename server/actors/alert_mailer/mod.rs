@@ -5,7 +5,8 @@
 //! sent. A failed send is retried with exponential backoff and jitter; after `max_attempts` the
 //! row is marked failed and counted. While SMTP is down rows wait (`gatehouse_alerts_pending`
 //! rises) and go out when it returns. More than `digest_after` alerts to one recipient within
-//! ten minutes go as one digest. Requests never wait for any of this.
+//! ten minutes go as one digest. An alert an operator's silence covers is recorded as silenced
+//! and not mailed. Requests never wait for any of this.
 //!
 //! Who receives what: a tenant's alerts go to that tenant's recipients (to the on-call
 //! addresses if it has none, so nothing is dropped silently); platform alerts go to on-call only.
@@ -152,6 +153,23 @@ impl Outbox {
         };
         if claimed.is_empty() {
             return;
+        }
+        // Silenced alerts are recorded as such, not mailed.
+        let now = chrono::Utc::now();
+        let silences = match self.db.run(move |conn| Ok(alerts::active_silences(conn, now)?)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "alert silences not read");
+                return; // the lease expires and the rows are claimed again
+            }
+        };
+        let (silenced, claimed): (Vec<Claimed>, Vec<Claimed>) =
+            claimed.into_iter().partition(|row| silences.iter().any(|s| s.covers(&row.kind, &row.dedup_key)));
+        if !silenced.is_empty() {
+            let ids: Vec<i64> = silenced.iter().map(|r| r.id).collect();
+            if let Err(e) = self.db.run(move |conn| Ok(alerts::mark_sent(conn, &ids, Some("silenced"))?)).await {
+                tracing::warn!(error = %e, "silenced alerts not marked");
+            }
         }
         // Each row's recipients, then each recipient's rows.
         let mut by_recipient: BTreeMap<String, Vec<usize>> = BTreeMap::new();

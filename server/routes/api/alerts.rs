@@ -1,22 +1,25 @@
 //! `/api/v1/alerts` (the latest alerts: firing, resolved, pending and failed) and
-//! `/api/v1/alerts/recipients`. Operators see and manage everything, on-call addresses included;
+//! `/api/v1/alerts/recipients` and, for operators, `/api/v1/alerts/silences`. Operators see and manage everything, on-call addresses included;
 //! a tenant admin sees only its tenant's alerts and manages only its tenant's recipients.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::actor;
-use crate::db::alerts::{AlertRow, Recipient};
+use crate::db::alerts::{AlertRow, Recipient, Silence};
 use crate::error::ApiError;
 use crate::extract::Manager;
-use crate::service::alerts::{self as svc, AddRecipientRequest, RecipientScope};
+use crate::service::alerts::{self as svc, AddRecipientRequest, RecipientScope, SilenceRequest};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/alerts", web::get().to(list_alerts))
         .route("/alerts/recipients", web::get().to(list_recipients))
         .route("/alerts/recipients", web::post().to(add_recipient))
-        .route("/alerts/recipients/{recipient_id}", web::delete().to(remove_recipient));
+        .route("/alerts/recipients/{recipient_id}", web::delete().to(remove_recipient))
+        .route("/alerts/silences", web::get().to(list_silences))
+        .route("/alerts/silences", web::post().to(add_silence))
+        .route("/alerts/silences/{silence_id}", web::delete().to(remove_silence));
 }
 
 /// The tenant a tenant admin is confined to; None for operators.
@@ -83,5 +86,43 @@ pub async fn remove_recipient(
     let actor = actor(&manager, &state, &req);
     let id = path.into_inner();
     state.db.run(move |conn| Ok(svc::remove_recipient(conn, scope.as_ref(), &id, &actor))).await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Silences in force (operators).
+#[utoipa::path(get, path = "/api/v1/alerts/silences", tag = "alerts", responses((status = 200, body = [Silence]), (status = 403)))]
+pub async fn list_silences(manager: Manager, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    manager.require_operator()?;
+    let list = state.db.run(|conn| Ok(svc::list_silences(conn))).await??;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Silences a rule, an object or both for a while (operators): covered alerts are recorded as
+/// silenced and not mailed.
+#[utoipa::path(post, path = "/api/v1/alerts/silences", tag = "alerts", request_body = SilenceRequest,
+    responses((status = 201, body = Silence), (status = 403), (status = 422)))]
+pub async fn add_silence(
+    manager: Manager,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<SilenceRequest>,
+) -> Result<HttpResponse, ApiError> {
+    manager.require_operator()?;
+    let actor = actor(&manager, &state, &req);
+    let added = state.db.run(move |conn| Ok(svc::add_silence(conn, &body, &actor))).await??;
+    Ok(HttpResponse::Created().json(added))
+}
+
+#[utoipa::path(delete, path = "/api/v1/alerts/silences/{silence_id}", tag = "alerts", responses((status = 204), (status = 403), (status = 404)))]
+pub async fn remove_silence(
+    manager: Manager,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    manager.require_operator()?;
+    let actor = actor(&manager, &state, &req);
+    let id = path.into_inner();
+    state.db.run(move |conn| Ok(svc::remove_silence(conn, &id, &actor))).await??;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -102,6 +102,9 @@ impl utoipa::Modify for SecurityAddon {
         alerts::list_recipients,
         alerts::add_recipient,
         alerts::remove_recipient,
+        alerts::list_silences,
+        alerts::add_silence,
+        alerts::remove_silence,
     ),
     components(schemas(
         crate::db::tenants::TenantView,
@@ -130,6 +133,8 @@ impl utoipa::Modify for SecurityAddon {
         crate::db::alerts::AlertRow,
         crate::db::alerts::Recipient,
         crate::service::alerts::AddRecipientRequest,
+        crate::service::alerts::SilenceRequest,
+        crate::db::alerts::Silence,
     )),
     modifiers(&SecurityAddon),
     security(("management_token" = []))
