@@ -25,10 +25,11 @@ use crate::config::AlertsConfig;
 use crate::db::alerts::{self, AlertState, NewAlert};
 use crate::db::{Db, DbError};
 use crate::domain::{Severity, TenantId};
+use crate::limits::RateLimiter;
 use crate::workers::gateway::{Gateway, PoolStats, WorkerHealth};
 
 /// The rules this evaluator owns (it resolves their conditions).
-const RULES: [&str; 5] = ["worker_down", "pool_down", "queue_saturated", "error_rate", "auth_failures"];
+const RULES: [&str; 6] = ["worker_down", "pool_down", "queue_saturated", "error_rate", "auth_failures", "store_down"];
 
 /// A condition true now.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,25 +167,82 @@ pub fn auth_conditions(bursts: &[(FailureKey, u32)], config: &AlertsConfig, now:
 #[derive(Default)]
 pub struct RuleEngine {
     over_since: HashMap<String, DateTime<Utc>>,
+    /// Since when PostgreSQL has not answered the evaluator (mailed once it answers again: the
+    /// outbox lives there).
+    db_down_since: Option<DateTime<Utc>>,
 }
 
 impl RuleEngine {
     /// One evaluation against the last health round. Nothing is resolved before this instance
     /// has seen a round (a fresh instance knows nothing yet).
-    pub async fn evaluate(&mut self, db: &Db, gateway: &Gateway, auth: &AuthService, config: &AlertsConfig) -> Result<(), DbError> {
+    pub async fn evaluate(
+        &mut self,
+        db: &Db,
+        gateway: &Gateway,
+        auth: &AuthService,
+        limiter: &RateLimiter,
+        config: &AlertsConfig,
+    ) -> Result<(), DbError> {
         let Some(health) = gateway.worker_health() else { return Ok(()) };
         let now = Utc::now();
         let down_after = chrono::Duration::seconds(config.worker_down_after_s as i64);
         let mut conditions = health_conditions(&health, down_after, now);
         conditions.extend(traffic_conditions(&gateway.pool_stats(), config, &mut self.over_since, now));
         conditions.extend(auth_conditions(&auth.failures.bursts(config.auth_failures), config, now));
+        conditions.extend(redis_condition(limiter.redis_failing_since(), config.store_down_after_s, now));
         let repeat = chrono::Duration::seconds(config.repeat_interval_s as i64);
-        db.run(move |conn| {
-            use diesel::Connection;
-            conn.transaction(|conn| apply(conn, &conditions, now, repeat)).map_err(DbError::from)
-        })
-        .await
+        let outage = self.db_down_since.map(|since| (since, now));
+        let result = db
+            .run(move |conn| {
+                use diesel::Connection;
+                conn.transaction(|conn| {
+                    if let Some((since, back)) = outage {
+                        database_outage(conn, since, back)?;
+                    }
+                    apply(conn, &conditions, now, repeat)
+                })
+                .map_err(DbError::from)
+            })
+            .await;
+        match &result {
+            Ok(()) => self.db_down_since = None,
+            Err(DbError::Unavailable(_)) => drop(self.db_down_since.get_or_insert(now)),
+            Err(_) => {}
+        }
+        result
     }
+}
+
+/// Redis failing every admission for `after_s` (the outbox is in PostgreSQL, so this is mailed
+/// at once).
+fn redis_condition(failing_since: Option<DateTime<Utc>>, after_s: u64, now: DateTime<Utc>) -> Option<Condition> {
+    let since = failing_since.filter(|s| now - *s >= chrono::Duration::seconds(after_s as i64))?;
+    Some(Condition {
+        key: "store_down:redis".into(),
+        rule: "store_down",
+        tenant: None,
+        severity: Severity::Critical,
+        since,
+        summary: "Redis is unreachable: rate limits are not shared".into(),
+        details: json!({ "Store": "Redis" }),
+        hint: "redis.on_error applies meanwhile: limits per instance (local) or 503s (closed); check the Redis server and \
+               the network to it",
+    })
+}
+
+/// PostgreSQL did not answer from `since` until `back`: mailed now that the outbox is reachable.
+fn database_outage(conn: &mut diesel::PgConnection, since: DateTime<Utc>, back: DateTime<Utc>) -> diesel::QueryResult<bool> {
+    let seconds = (back - since).num_seconds().max(1);
+    let payload = json!({
+        "state": "resolved",
+        "summary": format!("PostgreSQL was unreachable for about {seconds} s"),
+        "since": since.to_rfc3339(),
+        "details": { "Store": "PostgreSQL", "Back at": back.to_rfc3339() },
+        "hint": "requests were answered from caches, then with 503; usage waited in memory. Check the database server's \
+                 logs for the cause",
+    });
+    let key = format!("store_down:postgresql:{}", since.timestamp_millis());
+    alerts::enqueue(conn, &NewAlert { tenant: None, kind: "store_down", dedup_key: &key, severity: Severity::Critical, payload: &payload })
 }
 
 /// Fires new conditions, repeats lasting ones when due, resolves those that cleared.

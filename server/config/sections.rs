@@ -165,6 +165,8 @@ pub struct AlertsConfig {
     /// Failed authentications from one IP, or against one client id, within the window that make
     /// a burst (possible credential stuffing).
     pub auth_failures: u32,
+    /// Seconds Redis must fail every admission before it alerts (a blip is not an outage).
+    pub store_down_after_s: u64,
 }
 
 impl Default for AlertsConfig {
@@ -188,6 +190,7 @@ impl Default for AlertsConfig {
             error_rate: 0.05,
             error_min_requests: 20,
             auth_failures: 50,
+            store_down_after_s: 10,
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::admission::PolicyStore;
 use crate::config::AlignmentConfig;
 use crate::db::Db;
 use crate::db::jobs::{self, Job};
-use crate::domain::{AlignedUnit, JobStatus, language};
+use crate::domain::{AlignedUnit, JobStatus, Severity, TenantId, language};
 use crate::tasks::Supervisor;
 use crate::workers::gateway::Gateway;
 pub use chunking::chunks_for;
@@ -191,14 +191,23 @@ impl JobRunner {
         };
         let Some((result, chunks)) = finish else { return };
         let (job_id, fence) = (id.clone(), job.attempts);
+        let tenant = TenantId::from_trusted(job.tenant_id.clone());
         let saved = self
             .db
             .run(move |conn| {
-                let outcome = match &result {
-                    Ok(r) => Ok(r),
-                    Err(e) => Err(e),
-                };
-                Ok(jobs::finish(conn, &job_id, fence, outcome, chunks, expires)?)
+                use diesel::Connection;
+                conn.transaction(|conn| {
+                    let outcome = match &result {
+                        Ok(r) => Ok(r),
+                        Err(e) => Err(e),
+                    };
+                    let finished = jobs::finish(conn, &job_id, fence, outcome, chunks, expires)?;
+                    if let (true, Err(error)) = (finished, &result) {
+                        failed_job_alert(conn, &tenant, &job_id, error)?;
+                    }
+                    Ok::<bool, diesel::result::Error>(finished)
+                })
+                .map_err(crate::db::DbError::from)
             })
             .await;
         match saved {
@@ -227,6 +236,29 @@ enum JobEnd {
     Failed(Value, i32),
     /// Cancelled, shutting down, or the database is unreachable: nothing more to write here.
     Stopped,
+}
+
+/// The tenant's alert for a job that failed, in the transaction that records the failure.
+fn failed_job_alert(conn: &mut diesel::PgConnection, tenant: &TenantId, job_id: &str, error: &Value) -> diesel::QueryResult<bool> {
+    let code = error.get("code").and_then(Value::as_str).unwrap_or("failed");
+    let payload = json!({
+        "state": "firing",
+        "summary": format!("alignment job {job_id} failed ({code})"),
+        "details": { "Job": job_id, "Tenant": tenant.as_str(), "Error": error.get("message").and_then(Value::as_str).unwrap_or(code) },
+        "hint": "GET /v1/audio/alignments/jobs/{id} shows the error; a worker failure is retried before a job fails, so \
+                 check the aligner pool's workers",
+    });
+    let key = format!("job_failed:{job_id}");
+    crate::db::alerts::enqueue(
+        conn,
+        &crate::db::alerts::NewAlert {
+            tenant: Some(tenant),
+            kind: "job_failed",
+            dedup_key: &key,
+            severity: Severity::Warning,
+            payload: &payload,
+        },
+    )
 }
 
 /// Removes files on a blocking thread, off the async threads.

@@ -162,6 +162,8 @@ pub struct RateLimiter {
     local: Arc<local::LocalStore>,
     redis: Option<Arc<shared::RedisStore>>,
     on_error: RedisFailure,
+    /// Since when every admission's Redis round trip has failed (None: Redis answers).
+    redis_failing_since: Arc<std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>>,
 }
 
 impl RateLimiter {
@@ -175,11 +177,25 @@ impl RateLimiter {
             tasks.spawn("redis_settler", move || settler.clone().run());
             Some(Arc::new(store))
         };
-        Ok(RateLimiter { local: Arc::new(local::LocalStore::new()), redis, on_error: config.on_error })
+        Ok(RateLimiter { local: Arc::new(local::LocalStore::new()), redis, on_error: config.on_error, redis_failing_since: Arc::default() })
     }
 
     pub fn is_shared(&self) -> bool {
         self.redis.is_some()
+    }
+
+    /// Since when Redis has failed every admission (the Redis alert); None while it answers.
+    pub fn redis_failing_since(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        *self.redis_failing_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn redis_answered(&self, ok: bool) {
+        let mut since = self.redis_failing_since.lock().unwrap_or_else(|p| p.into_inner());
+        match (ok, *since) {
+            (true, Some(_)) => *since = None,
+            (false, None) => *since = Some(chrono::Utc::now()),
+            _ => {}
+        }
     }
 
     /// Admits the request or refuses it with `429 rate_limit_exceeded` + `Retry-After`. The
@@ -192,8 +208,12 @@ impl RateLimiter {
         }
         let (verdict, store) = match &self.redis {
             Some(redis) => match redis.admit(&id, &checks).await {
-                Ok(v) => (v, StoreKind::Redis),
+                Ok(v) => {
+                    self.redis_answered(true);
+                    (v, StoreKind::Redis)
+                }
                 Err(e) => {
+                    self.redis_answered(false);
                     shared::report_error(&e);
                     match self.on_error {
                         RedisFailure::Local => (self.local.admit(&id, &checks), StoreKind::Local),

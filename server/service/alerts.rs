@@ -94,7 +94,8 @@ pub fn list_alerts(conn: &mut PgConnection, scope: Option<&TenantId>, limit: i64
 }
 
 /// The rules alerts come from (a silence names one of them, or none for all).
-pub const RULES: [&str; 6] = ["worker_down", "pool_down", "queue_saturated", "error_rate", "auth_failures", "quota_threshold"];
+pub const RULES: [&str; 8] =
+    ["worker_down", "pool_down", "queue_saturated", "error_rate", "auth_failures", "store_down", "job_failed", "quota_threshold"];
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -96,7 +96,7 @@ pub(super) fn start(state: web::Data<AppState>) {
             let mut rules = crate::alerting::RuleEngine::default();
             loop {
                 tick.tick().await;
-                if let Err(e) = rules.evaluate(&s.db, &s.gateway, &s.auth, &s.config.alerts).await {
+                if let Err(e) = rules.evaluate(&s.db, &s.gateway, &s.auth, s.admission.limiter(), &s.config.alerts).await {
                     tracing::warn!(error = %e, "alert rules not evaluated");
                 }
             }

@@ -5,6 +5,7 @@
 
 mod admission;
 mod alert_rules;
+mod alert_stores;
 mod alerts;
 mod alignments;
 mod architecture;
