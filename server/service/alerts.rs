@@ -94,8 +94,17 @@ pub fn list_alerts(conn: &mut PgConnection, scope: Option<&TenantId>, limit: i64
 }
 
 /// The rules alerts come from (a silence names one of them, or none for all).
-pub const RULES: [&str; 8] =
-    ["worker_down", "pool_down", "queue_saturated", "error_rate", "auth_failures", "store_down", "job_failed", "quota_threshold"];
+pub const RULES: [&str; 9] = [
+    "worker_down",
+    "pool_down",
+    "queue_saturated",
+    "error_rate",
+    "auth_failures",
+    "store_down",
+    "job_failed",
+    "maintenance_failed",
+    "quota_threshold",
+];
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

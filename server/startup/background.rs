@@ -149,6 +149,41 @@ pub(super) async fn run_maintenance(db: &Db, config: &Config, auth: &AuthService
             }
         }
         Ok(None) => tracing::warn!("database schema is behind this binary; run `gatehouse migrate`"),
-        Err(e) => tracing::warn!(error = %e, "maintenance failed"),
+        Err(crate::db::DbError::Unavailable(e)) => tracing::warn!(error = %e, "maintenance skipped: the database is unavailable"),
+        Err(e) => {
+            tracing::error!(error = %e, "maintenance failed");
+            maintenance_failed_alert(db, &e.to_string()).await;
+        }
+    }
+}
+
+/// On-call's alert for failed maintenance (signing-key rotation, partitions), once an hour at
+/// most while it keeps failing.
+async fn maintenance_failed_alert(db: &Db, error: &str) {
+    let now = chrono::Utc::now();
+    let key = format!("maintenance_failed:{}", now.format("%Y-%m-%dT%H"));
+    let error: String = error.chars().take(300).collect();
+    let payload = serde_json::json!({
+        "state": "firing",
+        "summary": "signing-key rotation or partition maintenance failed",
+        "since": now.to_rfc3339(),
+        "details": { "Error": error },
+        "hint": "access tokens keep working with the current key and usage keeps landing in existing partitions for now; \
+                 read the logs around this time and run `gatehouse signing-key list` to see the keys' states",
+    });
+    let result = db
+        .run(move |conn| {
+            let alert = crate::db::alerts::NewAlert {
+                tenant: None,
+                kind: "maintenance_failed",
+                dedup_key: &key,
+                severity: crate::domain::Severity::Critical,
+                payload: &payload,
+            };
+            Ok(crate::db::alerts::enqueue(conn, &alert)?)
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "maintenance alert not recorded");
     }
 }

@@ -36,14 +36,10 @@ fn world(sim: SimulatorConfig, slots: i32) -> (TestDb, String) {
 
 /// Fast rules over a two-second window; workers never count as down here.
 fn rules(c: &mut Config, sink: &SmtpSink) {
-    c.alerts.smtp_url = gatehouse::config::Secret::new(sink.url());
-    c.alerts.from = "Gatehouse <alerts@example.com>".into();
-    c.alerts.poll_ms = 50;
-    c.alerts.evaluate_ms = 100;
+    sink.configure(c);
     c.alerts.window_s = 2;
     c.alerts.worker_down_after_s = 3600;
     c.alerts.digest_after = 100;
-    c.gateway.refresh_interval_ms = 100;
 }
 
 async fn chat(app: &TestApp, key: &str) -> reqwest::StatusCode {

@@ -1,5 +1,6 @@
-//! Alerts about the stores Gatehouse depends on: Redis failing (mailed at once, resolved when it
-//! answers) and PostgreSQL unreachable (mailed once it is back, since the outbox lives there).
+//! Alerts about the stores Gatehouse depends on and its upkeep: Redis failing (mailed at once,
+//! resolved when it answers), PostgreSQL unreachable (mailed once it is back, since the outbox
+//! lives there), and failed signing-key maintenance.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -16,12 +17,8 @@ use crate::smtp::{SmtpSink, free_port};
 const WAIT: Duration = Duration::from_secs(30);
 
 fn mail_to(c: &mut Config, sink: &SmtpSink) {
-    c.alerts.smtp_url = Secret::new(sink.url());
-    c.alerts.from = "Gatehouse <alerts@example.com>".into();
-    c.alerts.poll_ms = 50;
-    c.alerts.evaluate_ms = 100;
+    sink.configure(c);
     c.alerts.store_down_after_s = 0;
-    c.gateway.refresh_interval_ms = 100;
 }
 
 struct RedisServer(Child);
@@ -93,4 +90,18 @@ async fn a_postgresql_outage_is_mailed_once_the_database_is_back() {
     cluster.start().unwrap();
     let mails = sink.wait_for(1, WAIT).await;
     assert!(mails[0].subject.starts_with("[RESOLVED] PostgreSQL was unreachable for about"), "{mails:#?}");
+}
+
+#[actix_web::test]
+async fn failed_signing_key_maintenance_alerts_on_call() {
+    use diesel::RunQueryDsl;
+    let sink = SmtpSink::start();
+    let db = TestDb::new();
+    add_recipient(&mut db.conn(), "oncall@example.com", &RecipientScope::Oncall, &Actor::cli()).unwrap();
+    // Start-up's maintenance round cannot rotate keys without their table.
+    diesel::sql_query("ALTER TABLE signing_keys RENAME TO signing_keys_gone").execute(&mut db.conn()).unwrap();
+    let _app = TestApp::spawn_on(db.share(), |c| mail_to(c, &sink)).await;
+    let mails = sink.wait_for(1, WAIT).await;
+    assert_eq!(mails[0].subject, "[CRITICAL] signing-key rotation or partition maintenance failed");
+    diesel::sql_query("ALTER TABLE signing_keys_gone RENAME TO signing_keys").execute(&mut db.conn()).unwrap();
 }

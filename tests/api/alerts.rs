@@ -11,19 +11,14 @@ use gatehouse::domain::{Severity, TenantId};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb, eventually, gatehouse, run, seed};
-use crate::smtp::{SmtpSink, free_port};
+use crate::smtp::{SmtpSink, free_port, mail_to};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Fast alert timings against `smtp_url`.
 fn fast(c: &mut Config, smtp_url: &str) {
-    c.alerts.smtp_url = gatehouse::config::Secret::new(smtp_url);
-    c.alerts.from = "Gatehouse <alerts@example.com>".into();
-    c.alerts.poll_ms = 50;
-    c.alerts.evaluate_ms = 100;
-    c.alerts.retry_base_ms = 100;
+    mail_to(c, smtp_url);
     c.alerts.worker_down_after_s = 1;
-    c.gateway.refresh_interval_ms = 100;
     c.gateway.health_timeout_ms = 200;
     c.gateway.eject_after_failures = 1;
     c.gateway.eject_for_ms = 60_000;
