@@ -167,6 +167,15 @@ async fn plan_caps_on_max_tokens_and_prompt_size_apply() {
     let mut body = chat(false, false);
     body.as_object_mut().unwrap().remove("max_tokens");
     assert_eq!(post(&app, &key, &body).await.status(), 200, "absent max_tokens takes the plan default");
+    // A small `max_completion_tokens` beside a large `max_tokens` does not pass the cap, on either
+    // endpoint (legacy completions workers read only `max_tokens`).
+    for path in ["/v1/completions", "/v1/chat/completions"] {
+        let body = json!({ "model": MODEL, "prompt": "Once", "messages": [{ "role": "user", "content": "hi" }],
+                           "max_completion_tokens": 8, "max_tokens": 5000 });
+        let r = app.client.post(app.url(path)).bearer_auth(&key).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 422, "{path}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "max_tokens", "{path}");
+    }
 }
 
 #[actix_web::test]

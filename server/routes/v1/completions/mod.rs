@@ -133,20 +133,24 @@ async fn check(
     // The body is forwarded as received unless Gatehouse must add to it (a default `max_tokens`,
     // the usage chunk of a stream): most requests skip re-serialization.
     let mut modified = false;
-    let max_key = if obj.contains_key("max_completion_tokens") { "max_completion_tokens" } else { "max_tokens" };
-    let max_tokens = match obj.get(max_key) {
-        None | Some(Value::Null) => {
+    // Both length fields are checked against the plan's cap, and the larger is reserved: a
+    // worker may honour either (vLLM's legacy completions read only `max_tokens`), so a small
+    // `max_completion_tokens` beside a large `max_tokens` must not pass the cap.
+    let mut max_tokens = None;
+    for key in ["max_tokens", "max_completion_tokens"] {
+        let Some(v) = obj.get(key).filter(|v| !v.is_null()) else { continue };
+        let n = v.as_u64().filter(|n| *n > 0).ok_or_else(|| ApiError::invalid(key, format!("`{key}` must be a positive integer")))?;
+        if let Some(cap) = policy.max_tokens_cap.filter(|cap| n > u64::from(*cap)) {
+            return Err(ApiError::validation(Some(key), format!("`{key}` is {n}; this plan allows at most {cap}")));
+        }
+        max_tokens = max_tokens.max(Some(n as u32));
+    }
+    let max_tokens = match max_tokens {
+        Some(n) => n,
+        None => {
             modified = true;
             obj.insert("max_tokens".into(), json!(policy.default_max_tokens));
             policy.default_max_tokens
-        }
-        Some(v) => {
-            let n =
-                v.as_u64().filter(|n| *n > 0).ok_or_else(|| ApiError::invalid("max_tokens", "`max_tokens` must be a positive integer"))?;
-            if let Some(cap) = policy.max_tokens_cap.filter(|cap| n > u64::from(*cap)) {
-                return Err(ApiError::validation(Some("max_tokens"), format!("`max_tokens` is {n}; this plan allows at most {cap}")));
-            }
-            n as u32
         }
     };
     if let Some(pattern) = policy.denied(&text) {
