@@ -194,6 +194,12 @@ async fn bad_uploads_are_refused_with_the_right_status_and_never_reach_the_worke
         ),
         ("implausible transcript", form(good.clone(), "a.wav", &"word ".repeat(200), "en"), 422, "implausible_transcript"),
         ("only control characters", form(good.clone(), "a.wav", "\u{1}\u{2}\t", "en"), 400, "invalid_request"),
+        (
+            "two file parts",
+            form(good.clone(), "a.wav", WORDS, "en").part("file", reqwest::multipart::Part::bytes(good.clone()).file_name("b.wav")),
+            400,
+            "invalid_request",
+        ),
     ];
     for (what, form, status, code) in cases {
         let r = align(&w.app, &w.key, form).await;

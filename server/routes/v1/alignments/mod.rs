@@ -83,12 +83,16 @@ async fn read_form(req: &HttpRequest, payload: web::Payload, max_file: usize, ma
     }
     let mut multipart = actix_multipart::Multipart::new(req.headers(), payload);
     let mut form = Form { file: Vec::new(), text: None, language: None, model: None };
-    let mut saw_file = false;
+    let mut seen = std::collections::HashSet::new();
     let malformed =
         |e: actix_multipart::MultipartError| ApiError::bad_request("invalid_multipart", format!("the multipart body is malformed: {e}"));
     while let Some(field) = multipart.next().await {
         let mut field = field.map_err(malformed)?;
         let name = field.name().unwrap_or("").to_owned();
+        // One of each: a second `file` (or `text`, …) is refused rather than "last one wins".
+        if ["file", "text", "language", "model"].contains(&name.as_str()) && !seen.insert(name.clone()) {
+            return Err(input(400, "invalid_request", "file", format!("the form field `{name}` appears more than once")));
+        }
         let (limit, what) = match name.as_str() {
             "file" => (max_file, "file"),
             "text" => (max_text, "text"),
@@ -113,17 +117,14 @@ async fn read_form(req: &HttpRequest, payload: web::Payload, max_file: usize, ma
             String::from_utf8(v).map_err(|_| input(400, "invalid_request", param, format!("`{param}` must be UTF-8 text")))
         };
         match name.as_str() {
-            "file" => {
-                saw_file = true;
-                form.file = value;
-            }
+            "file" => form.file = value,
             "text" => form.text = Some(text(value, "text")?),
             "language" => form.language = Some(text(value, "language")?),
             "model" => form.model = Some(text(value, "model")?).filter(|m: &String| !m.trim().is_empty()),
             _ => {} // unknown fields are ignored, like OpenAI's audio routes
         }
     }
-    if !saw_file {
+    if !seen.contains("file") {
         return Err(input(400, "invalid_request", "file", "`file` is required: the audio to align"));
     }
     Ok(form)
