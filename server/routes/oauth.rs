@@ -155,17 +155,12 @@ async fn post_endpoint(
             return Err(OAuthError::rate_limited(remaining, Vec::new()));
         }
     }
-    let mut rate_info = None;
     if endpoint == Endpoint::Token {
         // The grant type is checked before the secret: a wrong grant reveals nothing.
         match form.get("grant_type") {
             None => return Err(OAuthError::invalid_request("grant_type is required")),
             Some("client_credentials") => {}
             Some(_) => return Err(OAuthError::unsupported_grant_type()),
-        }
-        match auth.limits.check_client(&client_id) {
-            Ok(info) => rate_info = Some(info),
-            Err(limited) => return Err(OAuthError::rate_limited(limited.retry_after, ratelimit_headers(&limited.info).to_vec())),
         }
     }
 
@@ -184,6 +179,16 @@ async fn post_endpoint(
         }
     };
 
+    // The per-client token budget is charged only once the client has proved who it is: strangers
+    // who know a client id (it is every token's `sub`) cannot spend it and lock the client out.
+    // Their guesses meet the per-IP limit and the per-(client, IP) lockout above.
+    let mut rate_info = None;
+    if endpoint == Endpoint::Token {
+        match auth.limits.check_client(&client_id) {
+            Ok(info) => rate_info = Some(info),
+            Err(limited) => return Err(OAuthError::rate_limited(limited.retry_after, ratelimit_headers(&limited.info).to_vec())),
+        }
+    }
     let mut response = match endpoint {
         Endpoint::Token => issue_token(auth, &record, &form)?,
         Endpoint::Revoke => revoke(&state, &record, &form, ip).await?,

@@ -228,6 +228,35 @@ async fn repeated_failures_lock_out_the_client_from_that_address() {
 }
 
 #[actix_web::test]
+async fn strangers_guessing_a_client_id_cannot_lock_the_client_out() {
+    let db = TestDb::new();
+    let tenant = seed::tenant(&db, "Acme");
+    let (cid, cs) = seed::client(&db, &tenant, "models:read");
+    let app = TestApp::spawn_on(db, |c| {
+        c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
+        c.auth.token_client_per_min = 5;
+    })
+    .await;
+    let attempt = |secret: &str, ip: &str| {
+        app.client
+            .post(app.url("/oauth2/token"))
+            .basic_auth(&cid, Some(secret))
+            .header("x-forwarded-for", ip)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    // Six addresses, five wrong guesses each: past the client's budget of 5 a minute, under each
+    // (client, address) pair's lockout.
+    for n in 0..6 {
+        for _ in 0..5 {
+            assert_eq!(attempt("gth_cs_guess", &format!("203.0.113.{n}")).await.unwrap().status(), 401);
+        }
+    }
+    let r = attempt(&cs, "198.51.100.9").await.unwrap();
+    assert_eq!(r.status(), 200, "the right secret from a fresh address still gets a token during the attack");
+}
+
+#[actix_web::test]
 async fn secret_rotation_keeps_the_old_secret_for_the_grace_period_only() {
     let db = TestDb::new();
     let tenant = seed::tenant(&db, "Acme");
