@@ -42,6 +42,7 @@ pub struct TokenLimits {
     lockout: Duration,
     ip_limit: u32,
     client_limit: u32,
+    failure_limit: u32,
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -67,6 +68,7 @@ impl TokenLimits {
             lockout: Duration::from_secs(config.token_lockout_s.max(1)),
             ip_limit: config.token_ip_per_min,
             client_limit: config.token_client_per_min,
+            failure_limit: config.token_failures_per_5min,
         }
     }
 
@@ -103,10 +105,18 @@ impl TokenLimits {
         self.check(&self.per_client, &client_id.to_owned(), "token-client", self.client_limit)
     }
 
-    /// Some(remaining lockout) while this (client, IP) pair is locked out.
-    pub fn locked_out(&self, client_id: &str, ip: IpAddr) -> Option<Duration> {
+    /// Some(the refusal, with its RateLimit fields) while this (client, IP) pair is locked out.
+    pub fn locked_out(&self, client_id: &str, ip: IpAddr) -> Option<Limited> {
         let until = self.lockouts.get(&(client_id.to_owned(), ip))?;
-        until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+        let remaining = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+        let info = RateInfo {
+            policy: "token-failures",
+            limit: self.failure_limit,
+            window_s: 300,
+            remaining: 0,
+            reset_s: remaining.as_secs_f64().ceil() as u64,
+        };
+        Some(Limited { retry_after: remaining, info })
     }
 
     /// Counts a failed authentication; past the limit the pair is locked out.

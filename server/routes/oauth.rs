@@ -151,8 +151,8 @@ async fn post_endpoint(
         if let Err(limited) = auth.limits.check_ip(ip) {
             return Err(OAuthError::rate_limited(limited.retry_after, ratelimit_headers(&limited.info).to_vec()));
         }
-        if let Some(remaining) = auth.limits.locked_out(&client_id, ip) {
-            return Err(OAuthError::rate_limited(remaining, Vec::new()));
+        if let Some(locked) = auth.limits.locked_out(&client_id, ip) {
+            return Err(OAuthError::rate_limited(locked.retry_after, ratelimit_headers(&locked.info).to_vec()));
         }
     }
     if endpoint == Endpoint::Token {

@@ -225,6 +225,8 @@ async fn repeated_failures_lock_out_the_client_from_that_address() {
     let r = app.token_response(&cid, &cs, &form).await;
     assert_eq!(r.status(), 429, "even the right secret waits out the lockout");
     assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 60);
+    assert_eq!(r.headers()["ratelimit-policy"], "\"token-failures\";q=10;w=300", "like every other 429");
+    assert!(r.headers()["ratelimit"].to_str().unwrap().starts_with("\"token-failures\";r=0;t="));
 }
 
 #[actix_web::test]
