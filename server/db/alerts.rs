@@ -185,8 +185,8 @@ pub fn list_all_alerts(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<A
 }
 
 /// A condition that fired (open while `resolved_at` is None).
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = alert_states, check_for_backend(diesel::pg::Pg))]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = alert_states, primary_key(key), treat_none_as_null = true, check_for_backend(diesel::pg::Pg))]
 pub struct AlertState {
     pub key: String,
     pub rule: String,
@@ -216,30 +216,7 @@ pub fn lock_open_states(conn: &mut PgConnection, rules: &[&str]) -> QueryResult<
 
 /// Starts (or starts again) a condition.
 pub fn open_state(conn: &mut PgConnection, state: &AlertState) -> QueryResult<()> {
-    diesel::insert_into(alert_states::table)
-        .values((
-            alert_states::key.eq(&state.key),
-            alert_states::rule.eq(&state.rule),
-            alert_states::tenant_id.eq(&state.tenant_id),
-            alert_states::severity.eq(&state.severity),
-            alert_states::started_at.eq(state.started_at),
-            alert_states::last_notified_at.eq(state.last_notified_at),
-            alert_states::notifications.eq(state.notifications),
-            alert_states::resolved_at.eq(state.resolved_at),
-            alert_states::payload.eq(&state.payload),
-        ))
-        .on_conflict(alert_states::key)
-        .do_update()
-        .set((
-            alert_states::severity.eq(&state.severity),
-            alert_states::started_at.eq(state.started_at),
-            alert_states::last_notified_at.eq(state.last_notified_at),
-            alert_states::notifications.eq(state.notifications),
-            alert_states::resolved_at.eq(state.resolved_at),
-            alert_states::payload.eq(&state.payload),
-        ))
-        .execute(conn)
-        .map(drop)
+    diesel::insert_into(alert_states::table).values(state).on_conflict(alert_states::key).do_update().set(state).execute(conn).map(drop)
 }
 
 /// A lasting condition was mailed again.

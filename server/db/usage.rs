@@ -1,12 +1,12 @@
 //! Usage rollups (one row per tenant, credential, model and minute), per-request usage events,
-//! the quota totals read back from the rollups, and alert-outbox rows for quota thresholds.
+//! the quota totals read back from the rollups, and the export and report queries over them.
 
 use chrono::{DateTime, Offset, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamp, Timestamptz};
 use diesel::upsert::excluded;
 
-use super::schema::{alert_outbox, usage_events, usage_rollups};
+use super::schema::{usage_events, usage_rollups};
 use crate::domain::TenantId;
 use crate::metering::report::{GroupBy, Month, UsageGroup, UsageRow};
 use crate::metering::{Amounts, UsageEvent, local_midnight};
@@ -142,29 +142,6 @@ pub fn write_rollups(conn: &mut PgConnection, rows: &[(RollupKey, Totals)], even
         }
         Ok(())
     })
-}
-
-/// One quota-threshold alert: the tenant, its dedup key, and what to tell on-call.
-pub struct QuotaAlert {
-    pub tenant: TenantId,
-    pub dedup_key: String,
-    pub payload: serde_json::Value,
-}
-
-/// Writes alert-outbox rows; the unique dedup key makes a repeat (from any instance) a no-op.
-pub fn insert_quota_alerts(conn: &mut PgConnection, alerts: &[QuotaAlert]) -> QueryResult<usize> {
-    let values: Vec<_> = alerts
-        .iter()
-        .map(|a| {
-            (
-                alert_outbox::tenant_id.eq(Some(a.tenant.as_str())),
-                alert_outbox::kind.eq("quota_threshold"),
-                alert_outbox::dedup_key.eq(&a.dedup_key),
-                alert_outbox::payload.eq(&a.payload),
-            )
-        })
-        .collect();
-    diesel::insert_into(alert_outbox::table).values(values).on_conflict(alert_outbox::dedup_key).do_nothing().execute(conn)
 }
 
 /// Where the next page of an export starts: after this row.

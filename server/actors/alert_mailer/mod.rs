@@ -23,8 +23,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::config::AlertsConfig;
 use crate::db::Db;
-use crate::db::alerts::{self, Claimed};
-use crate::domain::TenantId;
+use crate::db::alerts::{self, Claimed, Recipient};
 use mail::AlertMail;
 
 /// Alerts claimed per round.
@@ -131,6 +130,13 @@ fn spawn_actor(arbiter: &actix_rt::ArbiterHandle, outbox: &Arc<Outbox>) -> Addr<
     AlertMailer::start_in_arbiter(arbiter, move |_| actor)
 }
 
+/// The addresses of one alert: its tenant's recipients (on-call if it has none), or on-call.
+fn recipients_of<'a>(all: &'a [Recipient], tenant: Option<&str>) -> Vec<&'a str> {
+    let of = |t: Option<&str>| -> Vec<&'a str> { all.iter().filter(|r| r.tenant_id.as_deref() == t).map(|r| r.email.as_str()).collect() };
+    let tenant_recipients = tenant.map(|t| of(Some(t))).unwrap_or_default();
+    if tenant_recipients.is_empty() { of(None) } else { tenant_recipients }
+}
+
 /// The delay before attempt `attempts + 1`: the base doubled per attempt, ±20 % jitter, capped.
 fn backoff(base_ms: u64, attempts: i32) -> Duration {
     let exp = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(20);
@@ -171,18 +177,22 @@ impl Outbox {
                 tracing::warn!(error = %e, "silenced alerts not marked");
             }
         }
-        // Each row's recipients, then each recipient's rows.
+        // Every recipient once per round, then each row's recipients, then each recipient's rows.
+        let recipients = match self.db.run(|conn| Ok(alerts::list_all_recipients(conn)?)).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "alert recipients not read");
+                return; // the lease expires and the rows are claimed again
+            }
+        };
         let mut by_recipient: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut no_recipient = Vec::new();
         for (i, row) in claimed.iter().enumerate() {
-            match self.recipients(row).await {
-                Ok(emails) if emails.is_empty() => no_recipient.push(row.id),
-                Ok(emails) => emails.into_iter().for_each(|e| by_recipient.entry(e).or_default().push(i)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "alert recipients not read");
-                    return; // the lease expires and the rows are claimed again
-                }
+            let emails = recipients_of(&recipients, row.tenant_id.as_deref());
+            if emails.is_empty() {
+                no_recipient.push(row.id);
             }
+            emails.into_iter().for_each(|e| by_recipient.entry(e.to_owned()).or_default().push(i));
         }
         let mut failed: HashMap<usize, String> = HashMap::new();
         for (email, rows) in &by_recipient {
@@ -254,21 +264,6 @@ impl Outbox {
             // The lease expires and the rows are claimed again: a mail may go out twice, never zero times.
             tracing::warn!(error = %e, "alert delivery state not saved");
         }
-    }
-
-    /// The addresses of one alert: its tenant's recipients (on-call if it has none), or on-call.
-    async fn recipients(&self, row: &Claimed) -> Result<Vec<String>, crate::db::DbError> {
-        let tenant = row.tenant_id.clone().map(TenantId::from_trusted);
-        self.db
-            .run(move |conn| {
-                let tenant_recipients = match &tenant {
-                    Some(t) => alerts::list_tenant_recipients(conn, t)?,
-                    None => Vec::new(),
-                };
-                let list = if tenant_recipients.is_empty() { alerts::list_oncall_recipients(conn)? } else { tenant_recipients };
-                Ok(list.into_iter().map(|r| r.email).collect())
-            })
-            .await
     }
 
     /// True when `count` more mails to `email` would pass the digest threshold in the window.

@@ -10,8 +10,9 @@ use chrono::{DateTime, DurationRound, Utc};
 
 use super::book::{Book, lock};
 use crate::db::Db;
-use crate::db::usage::{self as usage_db, QuotaAlert, RollupKey, Totals};
-use crate::domain::TenantId;
+use crate::db::alerts::{self, NewAlert};
+use crate::db::usage::{self as usage_db, RollupKey, Totals};
+use crate::domain::{Severity, TenantId};
 use crate::metering::{Amounts, Period, UsageEvent};
 
 #[derive(Default)]
@@ -156,7 +157,7 @@ impl Ledger {
                             "tenant_id": tenant, "period": period.as_str(), "period_start": start, "metric": metric,
                             "used": used, "limit": limit, "percent": percent,
                         });
-                        rows.push(QuotaAlert { tenant: tenant.clone(), dedup_key: dedup, payload });
+                        rows.push((tenant.clone(), dedup, payload));
                     }
                 }
             }
@@ -164,7 +165,20 @@ impl Ledger {
         if rows.is_empty() {
             return;
         }
-        let result = db.run(move |conn| Ok(usage_db::insert_quota_alerts(conn, &rows)?)).await;
+        let result = db
+            .run(move |conn| {
+                use diesel::Connection;
+                conn.transaction(|conn| {
+                    for (tenant, dedup_key, payload) in &rows {
+                        let alert =
+                            NewAlert { tenant: Some(tenant), kind: "quota_threshold", dedup_key, severity: Severity::Warning, payload };
+                        alerts::enqueue(conn, &alert)?;
+                    }
+                    Ok::<(), diesel::result::Error>(())
+                })?;
+                Ok(())
+            })
+            .await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "quota alerts not written");
         }

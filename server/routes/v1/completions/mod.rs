@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::actors::inference_queue::Outcome;
 use crate::actors::quota_accountant::QuotaHold;
-use crate::admission::{Admitted, Gate, queue_error};
+use crate::admission::{Admitted, Gate, TenantPolicy, queue_error};
 use crate::auth::service::Principal;
 use crate::domain::{CHAT_COMPLETIONS, PoolKind, TenantId};
 use crate::error::ApiError;
@@ -62,33 +62,35 @@ fn prompt_text(v: &Value, out: &mut String) {
     }
 }
 
+type Body = Result<web::Bytes, actix_web::Error>;
+
 /// `POST /v1/chat/completions`.
-pub async fn post_chat_completions(
-    principal: Principal,
-    state: web::Data<AppState>,
-    http: Option<web::Data<UpstreamClient>>,
-    body: Result<web::Bytes, actix_web::Error>,
-) -> HttpResponse {
-    let mut gate = state.admission.gate(&principal);
-    let result = proxy(Endpoint::Chat, &mut gate, &state, http, body).await;
-    gate.respond(result).await
+pub async fn post_chat_completions(p: Principal, s: web::Data<AppState>, h: Option<web::Data<UpstreamClient>>, b: Body) -> HttpResponse {
+    serve(Endpoint::Chat, p, s, h, b).await
 }
 
 /// `POST /v1/completions`.
-pub async fn post_completions(
+pub async fn post_completions(p: Principal, s: web::Data<AppState>, h: Option<web::Data<UpstreamClient>>, b: Body) -> HttpResponse {
+    serve(Endpoint::Text, p, s, h, b).await
+}
+
+async fn serve(
+    endpoint: Endpoint,
     principal: Principal,
     state: web::Data<AppState>,
     http: Option<web::Data<UpstreamClient>>,
-    body: Result<web::Bytes, actix_web::Error>,
+    body: Body,
 ) -> HttpResponse {
     let mut gate = state.admission.gate(&principal);
-    let result = proxy(Endpoint::Text, &mut gate, &state, http, body).await;
+    let result = proxy(endpoint, &mut gate, &state, http, body).await;
     gate.respond(result).await
 }
 
 /// A checked request: what to forward, and what it may cost.
 struct Checked {
     model: String,
+    route: Arc<PoolRoute>,
+    policy: Arc<TenantPolicy>,
     payload: Bytes,
     stream: bool,
     client_wants_usage: bool,
@@ -124,7 +126,7 @@ async fn check(
     let chars = text.chars().count();
 
     let policy = gate.policy().await?;
-    gate.route(&model, PoolKind::Llm).await?;
+    let route = gate.route(&model, PoolKind::Llm).await?;
     if let Some(limit) = policy.max_prompt_chars {
         if chars > limit {
             return Err(ApiError::validation(Some("messages"), format!("the prompt has {chars} characters; this plan allows {limit}")));
@@ -168,7 +170,7 @@ async fn check(
         obj.insert("stream_options".into(), json!({ "include_usage": true }));
     }
     let payload = if modified { Bytes::from(serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.into()))?) } else { body };
-    Ok(Checked { model, payload, stream, client_wants_usage, estimate: (chars / 4 + max_tokens as usize) as u64 })
+    Ok(Checked { model, route, policy, payload, stream, client_wants_usage, estimate: (chars / 4 + max_tokens as usize) as u64 })
 }
 
 async fn proxy(
@@ -179,9 +181,7 @@ async fn proxy(
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let Checked { model, payload, stream, client_wants_usage, estimate } = check(endpoint, gate, state, body).await?;
-    let route = gate.route(&model, PoolKind::Llm).await?;
-    let policy = gate.policy().await?;
+    let Checked { model, route, policy, payload, stream, client_wants_usage, estimate } = check(endpoint, gate, state, body).await?;
     // Rate limits, then quotas: both reserve the estimate; the usage record reconciles them.
     let Admitted { limits, quota } =
         gate.admit(Demand { tokens: estimate, audio_seconds: 0 }, Amounts { requests: 1, tokens: estimate as i64, audio_ms: 0 }).await?;
