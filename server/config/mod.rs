@@ -134,6 +134,9 @@ impl Config {
         if s.max_body_bytes == 0 || s.max_body_bytes > 1024 * 1024 * 1024 {
             return Err(ConfigError::invalid("server.max_body_bytes", "must be between 1 and 1 GiB"));
         }
+        if !(1024..=64 * 1024).contains(&s.max_header_bytes) {
+            return Err(ConfigError::invalid("server.max_header_bytes", "must be between 1024 and 65536"));
+        }
         if s.client_request_timeout_ms == 0 {
             return Err(ConfigError::invalid("server.client_request_timeout_ms", "must be positive"));
         }

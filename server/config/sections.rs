@@ -21,6 +21,9 @@ pub struct ServerConfig {
     pub shutdown_timeout_s: u64,
     /// Largest request body accepted on routes without a limit of their own, in bytes.
     pub max_body_bytes: usize,
+    /// Largest request head (request line and headers) accepted, in bytes; larger ones get 431.
+    /// At most 65536, which leaves room under the HTTP parser's own 128 KiB buffer.
+    pub max_header_bytes: usize,
     /// Seconds an idle keep-alive connection stays open.
     pub keep_alive_s: u64,
     /// Milliseconds a client has to send its request headers.
@@ -37,6 +40,7 @@ impl Default for ServerConfig {
             threads: 0,
             shutdown_timeout_s: 30,
             max_body_bytes: 1024 * 1024,
+            max_header_bytes: 32 * 1024,
             keep_alive_s: 75,
             client_request_timeout_ms: 5000,
             trusted_proxies: Vec::new(),

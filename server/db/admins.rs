@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use super::schema::{management_tokens, operators, tenant_admins};
+use super::schema::{management_tokens, operators, tenant_admins, tenants};
 use crate::domain::{AdminId, OperatorId, TenantId};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -49,6 +49,9 @@ pub struct ManagementTokenRecord {
     pub secret_hash: Vec<u8>,
     pub owner: TokenOwner,
     pub usable: bool,
+    /// False when the token acts for a tenant admin whose tenant is disabled: such a caller may
+    /// still read, never change.
+    pub tenant_active: bool,
 }
 
 pub fn insert_token(conn: &mut PgConnection, id: &str, owner: &TokenOwner, name: &str, secret_hash: &[u8]) -> QueryResult<()> {
@@ -88,6 +91,7 @@ pub fn find_token_for_authentication(conn: &mut PgConnection, id: &str) -> Query
     };
     let now = Utc::now();
     let mut usable = revoked_at.is_none() && expires_at.is_none_or(|e| e > now);
+    let mut tenant_active = true;
     let owner = match (operator_id, admin_id) {
         (Some(op), _) => {
             let disabled: Option<DateTime<Utc>> = operators::table.find(&op).select(operators::disabled_at).first(conn)?;
@@ -95,12 +99,16 @@ pub fn find_token_for_authentication(conn: &mut PgConnection, id: &str) -> Query
             TokenOwner::Operator(OperatorId::from_trusted(op))
         }
         (None, Some(admin)) => {
-            let (tenant, disabled): (String, Option<DateTime<Utc>>) =
-                tenant_admins::table.find(&admin).select((tenant_admins::tenant_id, tenant_admins::disabled_at)).first(conn)?;
+            let (tenant, disabled, status): (String, Option<DateTime<Utc>>, crate::domain::TenantStatus) = tenant_admins::table
+                .inner_join(tenants::table)
+                .filter(tenant_admins::id.eq(&admin))
+                .select((tenant_admins::tenant_id, tenant_admins::disabled_at, tenants::status))
+                .first(conn)?;
             usable &= disabled.is_none();
+            tenant_active = status == crate::domain::TenantStatus::Active;
             TokenOwner::TenantAdmin { admin: AdminId::from_trusted(admin), tenant: TenantId::from_trusted(tenant) }
         }
         (None, None) => return Ok(None),
     };
-    Ok(Some(ManagementTokenRecord { id, secret_hash: hash, owner, usable }))
+    Ok(Some(ManagementTokenRecord { id, secret_hash: hash, owner, usable, tenant_active }))
 }

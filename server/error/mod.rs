@@ -66,6 +66,9 @@ pub enum ApiError {
     /// 422: well-formed, but a value breaks a rule.
     #[error("{message}")]
     Validation { code: &'static str, message: String, param: Option<&'static str> },
+    /// 431: the request line and headers together are over the server's limit.
+    #[error("the request headers are larger than the limit of {limit} bytes")]
+    HeadersTooLarge { limit: usize },
     #[error("{message}")]
     RateLimited { message: String, retry_after: Duration, code: &'static str },
     #[error("{message}")]
@@ -138,6 +141,7 @@ impl ApiError {
             | ApiError::RateLimited { code, .. } => code,
             ApiError::Bearer { error: BearerError::InvalidRequest(_), .. } => "invalid_request",
             ApiError::Bearer { .. } => "invalid_api_key",
+            ApiError::HeadersTooLarge { .. } => "request_header_fields_too_large",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::InsufficientScope { .. } => "insufficient_scope",
             ApiError::NotFound(_) => "not_found",
@@ -178,6 +182,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -283,6 +288,16 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> acti
         _ => ApiError::bad_request("invalid_body", format!("could not read the request body: {err}")),
     };
     api.into()
+}
+
+/// The JSON error for a query string that does not fit its handler's parameters.
+pub fn query_error(err: actix_web::error::QueryPayloadError) -> actix_web::Error {
+    ApiError::bad_request("invalid_query", format!("invalid query string: {err}")).into()
+}
+
+/// The JSON error for a path segment that does not fit its handler's parameters.
+pub fn path_error(err: actix_web::error::PathError) -> actix_web::Error {
+    ApiError::NotFound(format!("no such resource: {err}")).into()
 }
 
 #[cfg(test)]

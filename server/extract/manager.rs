@@ -2,10 +2,12 @@
 //! (`gth_mgmt_…`). Operators see every tenant; a tenant admin is confined to one, and any other
 //! tenant's resources answer 404 exactly as if they did not exist.
 
-use std::pin::Pin;
+use std::future::{Ready, ready};
 
-use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, web};
 
 use crate::auth::secrets;
 use crate::auth::service::BearerError;
@@ -66,38 +68,57 @@ impl Manager {
 
 impl FromRequest for Manager {
     type Error = ApiError;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Manager, ApiError>>>>;
+    type Future = Ready<Result<Manager, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let state = req
-                .app_data::<web::Data<AppState>>()
+        ready(
+            req.extensions()
+                .get::<Manager>()
                 .cloned()
-                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
-            let header = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            let token = match header.split_once(' ') {
-                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-                _ => return Err(ApiError::bearer(Realm::Management, BearerError::Missing)),
-            };
-            let record = if secrets::parse_management_token(token).is_some() {
-                state.auth.authenticate_management(&state.db, token).await?
-            } else {
-                None
-            };
-            match record {
-                Some(r) => Ok(match &r.owner {
-                    TokenOwner::Operator(id) => Manager::Operator { id: id.clone() },
-                    TokenOwner::TenantAdmin { admin, tenant } => Manager::TenantAdmin { id: admin.clone(), tenant: tenant.clone() },
-                }),
-                None => {
-                    let event = AuditEvent::new(ActorKind::Anonymous, "api.authenticate", Outcome::Failure)
-                        .origin(state.client_ip(&req), crate::telemetry::current_request_id())
-                        .details(serde_json::json!({ "path": req.path() }));
-                    state.audit.record(event).await;
-                    Err(ApiError::bearer(Realm::Management, BearerError::InvalidToken("the management token is invalid")))
-                }
-            }
-        })
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("Manager requested on a route without authenticate_management"))),
+        )
     }
+}
+
+/// Middleware for the `/api/v1` scope: the management token is checked before any path, query or
+/// body extractor runs, so a stranger learns nothing from validation errors and every refusal is
+/// JSON. A tenant admin of a disabled tenant may still read, but every change answers 403.
+pub async fn authenticate_management<B: MessageBody>(req: ServiceRequest, next: Next<B>) -> Result<ServiceResponse<EitherBody<B>>, Error> {
+    let state =
+        req.app_data::<web::Data<AppState>>().cloned().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+    match authenticate(&state, req.request()).await {
+        Ok(manager) => {
+            req.extensions_mut().insert(manager);
+            next.call(req).await.map(ServiceResponse::map_into_left_body)
+        }
+        // A response, not an `Err`: outer middleware (security headers, request id) still applies.
+        Err(e) => {
+            let response = actix_web::ResponseError::error_response(&e);
+            Ok(req.into_response(response).map_into_right_body())
+        }
+    }
+}
+
+async fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Manager, ApiError> {
+    let header = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let token = match header.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => return Err(ApiError::bearer(Realm::Management, BearerError::Missing)),
+    };
+    let record =
+        if secrets::parse_management_token(token).is_some() { state.auth.authenticate_management(&state.db, token).await? } else { None };
+    let Some(record) = record else {
+        let event = AuditEvent::new(ActorKind::Anonymous, "api.authenticate", Outcome::Failure)
+            .origin(state.client_ip(req), crate::telemetry::current_request_id())
+            .details(serde_json::json!({ "path": req.path() }));
+        state.audit.record(event).await;
+        return Err(ApiError::bearer(Realm::Management, BearerError::InvalidToken("the management token is invalid")));
+    };
+    if !record.tenant_active && !req.method().is_safe() {
+        return Err(ApiError::Forbidden("this tenant is disabled: its admins can read but not change anything".into()));
+    }
+    Ok(match &record.owner {
+        TokenOwner::Operator(id) => Manager::Operator { id: id.clone() },
+        TokenOwner::TenantAdmin { admin, tenant } => Manager::TenantAdmin { id: admin.clone(), tenant: tenant.clone() },
+    })
 }

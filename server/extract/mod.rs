@@ -5,5 +5,5 @@
 pub mod manager;
 pub mod principal;
 
-pub use manager::Manager;
+pub use manager::{Manager, authenticate_management};
 pub use principal::{Principal, authenticate_v1};

@@ -9,7 +9,9 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::middleware::{self, DefaultHeaders};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
@@ -124,6 +126,7 @@ impl Application {
         );
         let next_client = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let app_state = state.clone();
+        let max_head = config.server.max_header_bytes;
         let mut server = HttpServer::new(move || {
             let security_headers = security_headers(tls);
             // Runs once per server thread: each takes its own upstream client.
@@ -135,6 +138,9 @@ impl Application {
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(web::JsonConfig::default().limit(max_body).error_handler(move |e, _| crate::error::json_error(e, max_body)))
                 .app_data(web::FormConfig::default().limit(max_body))
+                .app_data(web::QueryConfig::default().error_handler(|e, _| crate::error::query_error(e)))
+                .app_data(web::PathConfig::default().error_handler(|e, _| crate::error::path_error(e)))
+                .wrap(middleware::from_fn(move |req, next| limit_request_head(max_head, req, next)))
                 .wrap(security_headers)
                 .wrap(middleware::from_fn(request_id_middleware))
                 .wrap(TracingLogger::<GatehouseRootSpan>::new())
@@ -201,6 +207,25 @@ impl Application {
         tracing::info!("gatehouse stopped");
         result.context("server failed")
     }
+}
+
+/// 431 for a request whose line and headers together pass `server.max_header_bytes`, before any
+/// authentication or body work. (Heads past the HTTP parser's own 128 KiB buffer never reach here:
+/// the parser answers those 431 itself and closes the connection.)
+async fn limit_request_head<B: MessageBody>(
+    limit: usize,
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    // As on the wire: "METHOD URI HTTP/1.1\r\n", then "name: value\r\n" for each header.
+    let uri = req.uri().path().len() + req.uri().query().map_or(0, |q| q.len() + 1);
+    let line = req.method().as_str().len() + uri + 12;
+    let head = line + req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>();
+    if head > limit {
+        let response = actix_web::ResponseError::error_response(&crate::error::ApiError::HeadersTooLarge { limit });
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    next.call(req).await.map(ServiceResponse::map_into_left_body)
 }
 
 fn security_headers(tls: bool) -> DefaultHeaders {

@@ -65,3 +65,32 @@ async fn unknown_routes_get_a_json_404_and_wrong_methods_a_405() {
     let r = app.client.post(app.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 405);
 }
+
+/// Sends one request whose head is about `head_bytes` long on a raw socket and returns what came
+/// back before the server closed (or an I/O error such as a reset).
+async fn raw_request(port: u16, head_bytes: usize) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let filler = "a".repeat(head_bytes.saturating_sub(80));
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Filler: {filler}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut answer)).await??;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[actix_web::test]
+async fn request_heads_over_the_limit_get_431_in_json_not_a_reset() {
+    let app = TestApp::spawn_on(TestDb::new(), |c| c.server.max_header_bytes = 16 * 1024).await;
+    let answer = raw_request(app.port, 12 * 1024).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{}", &answer[..answer.len().min(200)]);
+    // Up to the HTTP parser's own 128 KiB buffer, the whole head is read, so the 431 arrives in full
+    // (a reset would be an `Err` here) and carries the JSON error and the request id.
+    for size in [17 * 1024, 60 * 1024, 120 * 1024] {
+        let answer = raw_request(app.port, size).await.unwrap_or_else(|e| panic!("{size}-byte head: {e}"));
+        assert!(answer.starts_with("HTTP/1.1 431"), "{size}: {answer}");
+        assert!(answer.contains("request_header_fields_too_large"), "a JSON error body: {answer}");
+        assert!(answer.to_ascii_lowercase().contains("x-request-id:"), "{answer}");
+    }
+    assert!(raw_request(app.port, 12 * 1024).await.unwrap().starts_with("HTTP/1.1 200"), "heads under the limit still pass");
+}

@@ -20,6 +20,7 @@ mod inference_queue;
 mod limits;
 mod logs;
 mod management;
+mod management_errors;
 mod metrics_contract;
 mod migrations;
 mod oauth;

@@ -26,6 +26,7 @@ use crate::state::AppState;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/openapi.json", web::get().to(get_openapi)).service(
         web::scope("/v1")
+            .wrap(actix_web::middleware::from_fn(crate::extract::authenticate_management))
             .wrap(DefaultHeaders::new().add(CacheControl(vec![CacheDirective::NoStore])))
             .configure(tenants::configure)
             .configure(clients::configure)
