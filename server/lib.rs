@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod dev;
 pub mod domain;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod jobs;

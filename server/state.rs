@@ -14,6 +14,7 @@ use crate::admission::Admitter;
 use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::db::Db;
+use crate::edge::Edge;
 use crate::jobs::JobRunner;
 use crate::metering::report::ExportSlots;
 use crate::tasks::Supervisor;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub exports: Arc<ExportSlots>,
     /// Delivers the alert outbox by email.
     pub alerts: AlertMailerHandle,
+    /// IP rules and bans: what runs before authentication.
+    pub edge: Arc<Edge>,
 }
 
 impl AppState {

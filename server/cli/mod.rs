@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod credentials;
+pub mod ip_rules;
 pub mod operator;
 pub mod plans;
 pub mod pools;
@@ -97,6 +98,16 @@ pub enum Command {
         #[command(subcommand)]
         command: alerts::AlertsCommand,
     },
+    /// IP rules: the platform's deny and allow networks, and each tenant's.
+    IpRules {
+        #[command(subcommand)]
+        command: ip_rules::IpRulesCommand,
+    },
+    /// Addresses banned for attacking (too many requests, failed logins or bad requests).
+    Bans {
+        #[command(subcommand)]
+        command: ip_rules::BansCommand,
+    },
     /// Export data (usage for billing).
     Export {
         #[command(subcommand)]
@@ -138,6 +149,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Plan { command } => plans::run_plan(&config, command),
         Command::Export { command } => plans::run_export(&config, command),
         Command::Alerts { command } => alerts::run(&config, command),
+        Command::IpRules { command } => ip_rules::run_ip_rules(&config, command),
+        Command::Bans { command } => ip_rules::run_bans(&config, command),
     }
 }
 

@@ -11,10 +11,12 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod edge;
 mod sections;
 #[cfg(test)]
 mod tests;
 
+pub use edge::{BanConfig, EdgeConfig};
 pub use sections::*;
 
 /// Environment variable naming the config file when `--config` is not given.
@@ -92,6 +94,7 @@ pub struct Config {
     pub alignment: AlignmentConfig,
     pub gateway: GatewayConfig,
     pub alerts: AlertsConfig,
+    pub edge: EdgeConfig,
 }
 
 impl Config {
@@ -237,6 +240,7 @@ impl Config {
         }
         self.validate_auth()?;
         self.validate_timings()?;
+        self.edge.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(ConfigError::invalid("log.filter", e.to_string()));
         }

@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod clients;
+pub mod ip_rules;
 pub mod jobs;
 pub mod migrations;
 pub mod operators;

@@ -338,6 +338,32 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    ip_rules (id) {
+        id -> Text,
+        tenant_id -> Nullable<Text>,
+        cidr -> Text,
+        action -> Text,
+        note -> Text,
+        created_by -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    ip_bans (id) {
+        id -> Int8,
+        ip -> Text,
+        reason -> Text,
+        level -> Int4,
+        observed -> Int8,
+        started_at -> Timestamptz,
+        until -> Timestamptz,
+        lifted_at -> Nullable<Timestamptz>,
+        lifted_by -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(tenants -> plans (plan_id));
 diesel::joinable!(tenant_admins -> tenants (tenant_id));
 diesel::joinable!(oauth_clients -> tenants (tenant_id));
@@ -367,4 +393,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     alert_recipients,
     alert_silences,
     alert_states,
+    ip_rules,
+    ip_bans,
 );

@@ -7,7 +7,7 @@ use diesel::pg::{Pg, PgValue};
 use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
 
-use crate::domain::{JobStatus, KeyState, PoolKind, PoolSource, Severity, TenantStatus, WorkerState};
+use crate::domain::{JobStatus, KeyState, PoolKind, PoolSource, RuleAction, Severity, TenantStatus, WorkerState};
 
 macro_rules! text_column {
     ($($name:ident),+) => {$(
@@ -26,4 +26,4 @@ macro_rules! text_column {
     )+};
 }
 
-text_column!(JobStatus, KeyState, PoolKind, PoolSource, Severity, TenantStatus, WorkerState);
+text_column!(JobStatus, KeyState, PoolKind, PoolSource, RuleAction, Severity, TenantStatus, WorkerState);

@@ -110,6 +110,7 @@ define_id!(JobId, "job", "job");
 define_id!(AlertRuleId, "alr", "alert rule");
 define_id!(RecipientId, "rcp", "alert recipient");
 define_id!(SilenceId, "sil", "alert silence");
+define_id!(IpRuleId, "ipr", "IP rule");
 
 #[cfg(test)]
 mod tests {

@@ -129,6 +129,16 @@ named_state!(
     }
 );
 
+named_state!(
+    /// What an IP rule does: `deny` refuses the network before authentication; `allow` exempts a
+    /// platform network from bans, or (a tenant's rule) is where the tenant's credentials may be
+    /// used from.
+    RuleAction, "IP rule action" {
+        Deny = "deny",
+        Allow = "allow",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

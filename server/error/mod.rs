@@ -50,6 +50,9 @@ pub enum ApiError {
     /// 403: the caller may not do this at all.
     #[error("{0}")]
     Forbidden(String),
+    /// 403: an IP rule refuses the caller's address (the platform's, or the tenant's).
+    #[error("requests from this address are not accepted")]
+    IpBlocked,
     /// 403: the credential lacks the route's scope (with an `insufficient_scope` challenge).
     #[error("this credential lacks the `{scope}` scope")]
     InsufficientScope { scope: &'static str },
@@ -143,6 +146,7 @@ impl ApiError {
             ApiError::Bearer { .. } => "invalid_api_key",
             ApiError::HeadersTooLarge { .. } => "request_header_fields_too_large",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::IpBlocked => "ip_blocked",
             ApiError::InsufficientScope { .. } => "insufficient_scope",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
@@ -157,7 +161,7 @@ impl ApiError {
     fn kind(&self) -> &'static str {
         match self {
             ApiError::Bearer { .. } => "invalid_request_error",
-            ApiError::Forbidden(_) | ApiError::InsufficientScope { .. } => "permission_error",
+            ApiError::Forbidden(_) | ApiError::IpBlocked | ApiError::InsufficientScope { .. } => "permission_error",
             ApiError::NotFound(_) => "not_found_error",
             ApiError::RateLimited { .. } => "rate_limit_error",
             ApiError::Internal(_) | ApiError::Unavailable { .. } | ApiError::UpstreamTimeout | ApiError::Upstream(_) => "server_error",
@@ -178,7 +182,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest { .. } | ApiError::Bearer { error: BearerError::InvalidRequest(_), .. } => StatusCode::BAD_REQUEST,
             ApiError::Bearer { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::IpBlocked | ApiError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

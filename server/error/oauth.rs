@@ -37,6 +37,12 @@ impl OAuthError {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed")
     }
 
+    /// 403 `access_denied`: an IP rule (the platform's, or the client's tenant's) refuses the
+    /// caller's address.
+    pub fn address_refused() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "access_denied", "requests from this address are not accepted")
+    }
+
     pub fn unsupported_grant_type() -> Self {
         Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only grant_type=client_credentials is supported")
     }

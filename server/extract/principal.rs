@@ -71,6 +71,15 @@ pub async fn authenticate_v1<B: MessageBody>(req: ServiceRequest, next: Next<B>)
         Err(e) => Err(e),
     };
     match result {
+        Ok(principal) if state.edge.tenant_refuses(&principal.tenant_id, ip) => {
+            let event = AuditEvent::new(ActorKind::Anonymous, "v1.authenticate", Outcome::Failure)
+                .tenant(&principal.tenant_id)
+                .origin(ip, crate::telemetry::current_request_id())
+                .details(serde_json::json!({ "reason": "ip_rule", "credential": principal.credential_id, "path": req.path() }));
+            state.audit.record(event).await;
+            let response = actix_web::ResponseError::error_response(&ApiError::IpBlocked);
+            Ok(req.into_response(response).map_into_right_body())
+        }
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.call(req).await.map(ServiceResponse::map_into_left_body)

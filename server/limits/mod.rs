@@ -180,6 +180,11 @@ impl RateLimiter {
         Ok(RateLimiter { local: Arc::new(local::LocalStore::new()), redis, on_error: config.on_error, redis_failing_since: Arc::default() })
     }
 
+    /// The shared Redis, when one is configured.
+    pub fn shared(&self) -> Option<Arc<shared::RedisStore>> {
+        self.redis.clone()
+    }
+
     pub fn is_shared(&self) -> bool {
         self.redis.is_some()
     }

@@ -201,6 +201,18 @@ impl RedisStore {
         Ok(c)
     }
 
+    /// Runs a pipeline of other counters that instances sum through this Redis (the edge's
+    /// per-address counts): keys under `{prefix}:{namespace}:`, the same timeout as admissions.
+    pub async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, RedisError> {
+        let mut conn = self.connection().await?;
+        Ok(tokio::time::timeout(self.timeout, pipe.query_async(&mut conn)).await.map_err(|_| RedisError::Timeout(self.timeout))??)
+    }
+
+    /// A key of `namespace` under this deployment's prefix.
+    pub fn key(&self, namespace: &str, rest: impl std::fmt::Display) -> String {
+        format!("{}:{namespace}:{rest}", self.prefix)
+    }
+
     /// The counters' state for `checks`, taking nothing.
     pub async fn peek(&self, checks: &[Check]) -> Result<Vec<CounterState>, RedisError> {
         Ok(self.invoke("", checks).await?.1)

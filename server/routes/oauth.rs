@@ -179,6 +179,12 @@ async fn post_endpoint(
         }
     };
 
+    let tenant = crate::domain::TenantId::from_trusted(record.client.tenant_id.clone());
+    if state.edge.tenant_refuses(&tenant, ip) {
+        audit_failure(&state, endpoint, Some(&client_id), ip, "ip_rule").await;
+        return Err(OAuthError::address_refused());
+    }
+
     // The per-client token budget is charged only once the client has proved who it is: strangers
     // who know a client id (it is every token's `sub`) cannot spend it and lock the client out.
     // Their guesses meet the per-IP limit and the per-(client, IP) lockout above.

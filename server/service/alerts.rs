@@ -94,7 +94,7 @@ pub fn list_alerts(conn: &mut PgConnection, scope: Option<&TenantId>, limit: i64
 }
 
 /// The rules alerts come from (a silence names one of them, or none for all).
-pub const RULES: [&str; 9] = [
+pub const RULES: [&str; 10] = [
     "worker_down",
     "pool_down",
     "queue_saturated",
@@ -104,6 +104,7 @@ pub const RULES: [&str; 9] = [
     "job_failed",
     "maintenance_failed",
     "quota_threshold",
+    "ip_banned",
 ];
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

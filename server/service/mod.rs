@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod alerts;
 pub mod api_keys;
 pub mod clients;
+pub mod ip_rules;
 pub mod limits;
 pub mod plans;
 pub mod tenants;

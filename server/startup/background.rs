@@ -1,7 +1,8 @@
 //! Every background loop of the application, started in one place under the `Supervisor`, which
 //! restarts one that dies: the job runners, the gateway's pool reload and health checks, the
 //! signing-key reload, revocation polling, the alert rules, the actors' watchdog, and periodic
-//! maintenance (partitions, signing-key rotation, expired revocations and jobs, limiter memory).
+//! maintenance (partitions, signing-key rotation, expired revocations, bans and jobs, limiter
+//! memory), and the edge's sync round (shared counts, bans, IP rules).
 
 use std::time::Duration;
 
@@ -103,6 +104,19 @@ pub(super) fn start(state: web::Data<AppState>) {
         }
     });
 
+    let s = state.clone();
+    tasks.spawn("edge_sync", move || {
+        let s = s.clone();
+        async move {
+            let mut tick = tokio::time::interval(s.edge.sync_interval());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                s.edge.sync().await;
+            }
+        }
+    });
+
     let s = state;
     tasks.spawn("maintenance", move || {
         let s = s.clone();
@@ -136,6 +150,7 @@ pub(super) async fn run_maintenance(db: &Db, config: &Config, auth: &AuthService
             let parts = partitions::maintain(conn, now, &retention)?;
             let keys = crate::auth::rotation::maintain(conn, &master, alg, rotation_days, now)?;
             crate::db::revocations::purge_expired(conn)?;
+            crate::db::ip_rules::delete_ended_bans(conn, now - chrono::Duration::days(31 * i64::from(retention.audit_months)))?;
             Ok(Some((parts, keys)))
         })
         .await;

@@ -23,6 +23,7 @@ use crate::admission::{Admitter, PolicyStore};
 use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::db::{Db, redact_url};
+use crate::edge::Edge;
 use crate::jobs::JobRunner;
 use crate::limits::RateLimiter;
 use crate::metering::report::ExportSlots;
@@ -76,7 +77,8 @@ impl Application {
         }
         let tasks = Supervisor::new(Duration::from_millis(500));
         let audit = AuditLog::start(db.clone(), &tasks);
-        let trusted_proxies = config.server.trusted_proxies.iter().filter_map(|c| crate::domain::parse_cidr(c)).collect();
+        let trusted_proxies: Vec<ipnet::IpNet> =
+            config.server.trusted_proxies.iter().filter_map(|c| crate::domain::parse_cidr(c)).collect();
         let config = Arc::new(config);
         let upstream = UpstreamClient::build().context("cannot build the outbound HTTP client")?;
         apply_declared_pools(&db, &config, &auth).await?;
@@ -88,6 +90,8 @@ impl Application {
         let policies = PolicyStore::new(db.clone(), Duration::from_millis(config.gateway.policy_cache_ttl_ms));
         let usage = QuotaAccountantHandle::start(db.clone(), &config.usage);
         let limiter = RateLimiter::new(&config.redis, &tasks).await?;
+        let edge = Arc::new(Edge::new(config.edge.clone(), trusted_proxies.clone(), db.clone(), audit.clone(), limiter.shared()));
+        edge.sync().await;
         let admission = Admitter::new(policies.clone(), limiter, usage.clone(), gateway.clone());
         let link = if config.alerts.dashboard_url.is_empty() { config.issuer() } else { config.alerts.dashboard_url.clone() };
         let alerts = AlertMailerHandle::start(db.clone(), &config.alerts, link)?;
@@ -106,6 +110,7 @@ impl Application {
             tasks,
             exports: Arc::new(ExportSlots::new(config.usage.max_exports_per_tenant, config.usage.max_exports)),
             alerts,
+            edge: edge.clone(),
         });
         let tls = config.tls.enabled();
         let max_body = config.server.max_body_bytes;
@@ -141,6 +146,10 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(|e, _| crate::error::query_error(e)))
                 .app_data(web::PathConfig::default().error_handler(|e, _| crate::error::path_error(e)))
                 .wrap(middleware::from_fn(move |req, next| limit_request_head(max_head, req, next)))
+                .wrap(middleware::from_fn({
+                    let edge = edge.clone();
+                    move |req, next| crate::edge::guard(edge.clone(), req, next)
+                }))
                 .wrap(security_headers)
                 .wrap(middleware::from_fn(request_id_middleware))
                 .wrap(TracingLogger::<GatehouseRootSpan>::new())

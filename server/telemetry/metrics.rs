@@ -18,6 +18,10 @@
 //! | `gatehouse_batch_items` | histogram | — |
 //! | `gatehouse_usage_writes_total`, `gatehouse_usage_write_failures_total` | counter | — |
 //! | `gatehouse_redis_errors_total` | counter | — |
+//! | `gatehouse_edge_refusals_total` | counter | reason (`banned`, `ip_rule`) |
+//! | `gatehouse_ip_bans_total` | counter | reason (`request_rate`, `auth_failures`, `client_errors`) |
+//! | `gatehouse_ip_bans_active` | gauge | — |
+//! | `gatehouse_edge_untracked_total` | counter | — |
 //! | `gatehouse_task_restarts_total` | counter | task |
 //! | `gatehouse_alerts_pending` | gauge | — |
 //! | `gatehouse_alerts_sent_total`, `gatehouse_alerts_failed_total` | counter | — |

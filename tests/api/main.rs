@@ -13,6 +13,7 @@ mod bearer;
 mod cli_config;
 mod cli_tenant;
 mod dev;
+mod edge;
 mod gateway;
 mod health;
 mod helpers;

@@ -6,6 +6,7 @@
 pub mod alerts;
 pub mod api_keys;
 pub mod clients;
+pub mod ip_rules;
 pub mod oauth_admin;
 pub mod plans;
 pub mod pools;
@@ -36,7 +37,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(pools::configure)
             .configure(plans::configure)
             .configure(usage::configure)
-            .configure(alerts::configure),
+            .configure(alerts::configure)
+            .configure(ip_rules::configure),
     );
 }
 
@@ -106,6 +108,14 @@ impl utoipa::Modify for SecurityAddon {
         alerts::list_silences,
         alerts::add_silence,
         alerts::remove_silence,
+        ip_rules::list_platform_rules,
+        ip_rules::create_platform_rule,
+        ip_rules::delete_platform_rule,
+        ip_rules::list_tenant_rules,
+        ip_rules::create_tenant_rule,
+        ip_rules::delete_tenant_rule,
+        ip_rules::list_bans,
+        ip_rules::lift_ban,
     ),
     components(schemas(
         crate::db::tenants::TenantView,
@@ -136,6 +146,9 @@ impl utoipa::Modify for SecurityAddon {
         crate::service::alerts::AddRecipientRequest,
         crate::service::alerts::SilenceRequest,
         crate::db::alerts::Silence,
+        crate::db::ip_rules::IpRule,
+        crate::db::ip_rules::IpBan,
+        crate::service::ip_rules::CreateIpRuleRequest,
     )),
     modifiers(&SecurityAddon),
     security(("management_token" = []))

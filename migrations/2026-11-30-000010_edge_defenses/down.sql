@@ -1,0 +1,2 @@
+DROP TABLE ip_bans;
+DROP TABLE ip_rules;
