@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs and starts what is missing (build tools,
-# PostgreSQL, Redis, ffmpeg, Python virtualenvs), then runs rustfmt, clippy, the
+# PostgreSQL, Redis, ffmpeg, clamd, Python virtualenvs), then runs rustfmt, clippy, the
 # single-crypto-provider gate, every Rust test, the Python conformance suite, the aligner
 # worker's tests and the README's examples. Prints the time of every step, and drops the tests'
 # template database at the end (docs/testing.md).
@@ -108,6 +108,10 @@ step "audio tools (ffmpeg, sox) for the alignment tests"
 command -v ffmpeg >/dev/null 2>&1 || apt_install ffmpeg
 command -v sox >/dev/null 2>&1 || apt_install sox libsox-fmt-all
 ffmpeg -version | head -1
+
+step "ClamAV clamd for the malware-scanning tests (each test starts its own)"
+ensure_clamd
+"$(clamd_binary)" --version
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

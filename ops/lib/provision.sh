@@ -66,3 +66,15 @@ ensure_test_venv() {
   "$venv/bin/pip" install -q --disable-pip-version-check \
     authlib==1.9.6 requests requests-oauthlib==2.0.0 "pyjwt[crypto]==2.15.1" openai==3.51.0 httpx pytest aiosmtpd==1.4.6
 }
+
+# ClamAV's clamd, for the malware-scanning tests (tests/api/malware.rs). They start their own clamd
+# with a configuration and signature database they write; the system service and freshclam are
+# not used (Debian installs clamd in /usr/sbin, which is not on every user's PATH).
+clamd_binary() {
+  command -v clamd 2>/dev/null || { [ -x /usr/sbin/clamd ] && echo /usr/sbin/clamd; }
+}
+
+ensure_clamd() {
+  clamd_binary >/dev/null || apt_install clamav-daemon
+  clamd_binary >/dev/null || { echo "ops: clamd still not found (Debian package clamav-daemon)" >&2; return 1; }
+}

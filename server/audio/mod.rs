@@ -21,8 +21,10 @@
 //! This file holds the public types ([`Audio`], [`AudioLimits`], [`AudioError`]) and the [`decode`]
 //! entry point; the stages live in submodules: `sniff` (container detection), `container` (the
 //! symphonia demux/decode path), `opus` (Ogg Opus through `opus-rs`) and `resample` (mono
-//! downmix, duration metering and the streaming 16 kHz resampler).
+//! downmix, duration metering and the streaming 16 kHz resampler). `clamav` is the `clamd`
+//! client the alignment routes scan uploads with before decoding them (when configured).
 
+pub mod clamav;
 mod container;
 mod opus;
 mod resample;

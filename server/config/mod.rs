@@ -92,6 +92,7 @@ pub struct Config {
     pub usage: UsageConfig,
     pub redis: RedisConfig,
     pub alignment: AlignmentConfig,
+    pub audio: AudioConfig,
     pub gateway: GatewayConfig,
     pub alerts: AlertsConfig,
     pub edge: EdgeConfig,
@@ -192,6 +193,13 @@ impl Config {
         }
         if al.job_concurrency == 0 || al.job_concurrency > 256 {
             return Err(ConfigError::invalid("alignment.job_concurrency", "must be between 1 and 256"));
+        }
+        let clamav = &self.audio.clamav;
+        if !clamav.address.is_empty() {
+            clamav.address.parse::<crate::audio::clamav::ClamdAddress>().map_err(|e| ConfigError::invalid("audio.clamav.address", e))?;
+        }
+        if !(1..=600_000).contains(&clamav.timeout_ms) {
+            return Err(ConfigError::invalid("audio.clamav.timeout_ms", "must be between 1 and 600000"));
         }
         let d = &self.database;
         if !d.url.is_empty() {

@@ -345,6 +345,44 @@ impl Default for AlignmentConfig {
     }
 }
 
+/// Checks on uploaded audio beyond decoding it (`[audio.clamav]`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioConfig {
+    /// Malware scanning of uploads by ClamAV's `clamd`.
+    pub clamav: ClamavConfig,
+}
+
+/// What an upload gets when `clamd` cannot scan it (down, too slow, or answering an error).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanFailure {
+    /// Refuse the upload with 503 and `Retry-After`.
+    #[default]
+    Reject,
+    /// Let the upload through unscanned, with a warning in the log and the metric.
+    Allow,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClamavConfig {
+    /// Where `clamd` listens: `tcp://127.0.0.1:3310` or `unix:/run/clamav/clamd.ctl`. Empty =
+    /// uploads are not scanned.
+    pub address: String,
+    /// `reject` (503, the default) or `allow` (unscanned) when `clamd` cannot give a verdict.
+    pub on_error: ScanFailure,
+    /// Milliseconds connecting to `clamd`, sending the upload and getting its verdict may take;
+    /// past it the scan has failed and `on_error` applies.
+    pub timeout_ms: u64,
+}
+
+impl Default for ClamavConfig {
+    fn default() -> Self {
+        ClamavConfig { address: String::new(), on_error: ScanFailure::Reject, timeout_ms: 10_000 }
+    }
+}
+
 /// What `/v1` does when Redis is configured but cannot be reached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -67,6 +67,27 @@ fn secrets_are_redacted_in_debug_and_serialized_output() {
 }
 
 #[test]
+fn clamav_is_off_by_default_and_its_address_is_checked() {
+    let c = Config::default();
+    assert!(c.audio.clamav.address.is_empty());
+    assert_eq!(c.audio.clamav.on_error, ScanFailure::Reject);
+    for good in ["tcp://127.0.0.1:3310", "unix:/run/clamav/clamd.ctl"] {
+        let c = Config::from_toml_str(&format!("[audio.clamav]\naddress = \"{good}\"\non_error = \"allow\"\n")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.audio.clamav.on_error, ScanFailure::Allow);
+    }
+    for bad in ["127.0.0.1:3310", "http://clamd:3310", "unix:clamd.ctl", "tcp://clamd"] {
+        let c = Config::from_toml_str(&format!("[audio.clamav]\naddress = \"{bad}\"\n")).unwrap();
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("audio.clamav.address"), "{msg}");
+    }
+    let msg = Config::from_toml_str("[audio.clamav]\non_error = \"ignore\"\n").unwrap_err().to_string();
+    assert!(msg.contains("audio.clamav.on_error"), "{msg}");
+    let c = Config::from_toml_str("[audio.clamav]\ntimeout_ms = 0\n").unwrap();
+    assert!(c.validate().unwrap_err().to_string().contains("audio.clamav.timeout_ms"));
+}
+
+#[test]
 fn example_config_parses_and_validates() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/gatehouse.example.toml");
     let text = std::fs::read_to_string(&path).unwrap();

@@ -25,6 +25,7 @@
 //! | `gatehouse_task_restarts_total` | counter | task |
 //! | `gatehouse_alerts_pending` | gauge | — |
 //! | `gatehouse_alerts_sent_total`, `gatehouse_alerts_failed_total` | counter | — |
+//! | `gatehouse_malware_scans_total` | counter | result (`clean`, `infected`, `error`: no verdict) |
 //!
 //! `ops/prometheus/alerts.yml` and `ops/grafana/gatehouse.json` use these names; a test checks
 //! that each name they use is exported.

@@ -20,6 +20,7 @@ mod helpers;
 mod inference_queue;
 mod limits;
 mod logs;
+mod malware;
 mod management;
 mod management_errors;
 mod metrics_contract;

@@ -7,7 +7,8 @@
 //!   the same for long audio, as a durable job (`jobs`, worked on by `crate::jobs::JobRunner`).
 //!
 //! Everything is checked before anything is queued: the upload's size (the plan's
-//! `max_audio_bytes`), its type by content, a full decode (container, codec, sample rate,
+//! `max_audio_bytes`), a malware scan by `clamd` when `[audio.clamav]` is configured (`malware`),
+//! its type by content, a full decode (container, codec, sample rate,
 //! channels, duration measured from the stream), the language, and the transcript (length,
 //! control characters, words per second). Nothing invalid reaches a worker. Valid audio is
 //! re-encoded as 16 kHz mono PCM16 WAV and joins the pool's batching queue (cost = audio seconds).
@@ -34,6 +35,7 @@ use crate::state::AppState;
 use crate::workers::gateway::PoolRoute;
 
 pub mod jobs;
+mod malware;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/audio/alignments", web::post().to(post_alignment))
@@ -186,6 +188,7 @@ pub async fn check(
     let policy = gate.policy().await?;
     let max_file = usize::try_from(policy.max_audio_bytes).unwrap_or(usize::MAX).max(1);
     let form = read_form(req, payload, max_file, cfg.max_transcript_chars.saturating_mul(4)).await?;
+    malware::scan_upload(state, gate.principal(), req.path(), &form.file).await?;
 
     let language_input = form.language.as_deref().map(str::trim).filter(|l| !l.is_empty());
     let language_input = language_input.ok_or_else(|| {
