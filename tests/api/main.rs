@@ -23,6 +23,7 @@ mod management;
 mod metrics_contract;
 mod migrations;
 mod oauth;
+mod openapi;
 mod pools;
 mod readiness;
 mod shutdown;
