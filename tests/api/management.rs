@@ -214,9 +214,10 @@ async fn a_tenant_admin_manages_clients_and_keys_end_to_end() {
     assert_eq!(w.app.get_with("/v1/models", &key).await.status(), 401, "grace 0: the old key stops at once");
 }
 
-/// Issue 15 (found by schemathesis): the optional bodies of `…/api-keys/{id}/rotate` and
-/// `…/clients/{id}/secret/rotate` were read as "no body" when they were malformed, so a typo rolled
-/// the key (or the secret) with the default 24 h grace instead of being refused.
+/// Issue 15 (found while documenting what schemathesis reported for the roll): the optional
+/// bodies of `…/api-keys/{id}/rotate` and `…/clients/{id}/secret/rotate` were read as "no body"
+/// when they were malformed, so a typo rolled the key (or the secret) with the default 24 h grace
+/// instead of being refused.
 #[actix_web::test]
 async fn a_malformed_optional_rotation_body_is_refused_and_rotates_nothing() {
     let w = world().await;
