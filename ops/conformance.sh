@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Conformance of the auth server against real client libraries (docs/auth.md §14):
 # authlib, requests-oauthlib, PyJWT and the openai SDK, plus a raw-httpx negative matrix; and of
-# the inference gateway against the openai SDK (tests/conformance/test_openai_gateway.py).
-# Creates a throwaway database, seeds tenants T1/T2, clients A/B/NOSCOPE and API key K with the
-# gatehouse CLI, starts two worker simulators registered as pools `qwen` (fast, MODEL) and `slow`
-# (SLOW_MODEL: one worker with one slot, a per-tenant queue of 1), serves on a free loopback port,
+# the inference gateway against the openai SDK (tests/conformance/test_openai_gateway.py); and of
+# the management API's OpenAPI document against openapi-spec-validator and schemathesis
+# (tests/conformance/test_openapi.py, last: its fuzzing changes the server's state).
+# Creates a throwaway database, seeds tenants T1/T2, clients A/B/NOSCOPE, API key K and an
+# operator with a management token (OPERATOR_TOKEN) with the gatehouse CLI, starts two worker
+# simulators registered as pools `qwen` (fast, MODEL) and `slow` (SLOW_MODEL: one worker with one
+# slot, a per-tenant queue of 1), serves on a free loopback port,
 # runs tests/conformance with pytest, and always stops the server and the simulators and drops the
 # database. Exits with pytest's status.
 #   TEST_DATABASE_URL  server-level URL to create the database on
@@ -119,8 +122,11 @@ out=$(gh api-key create --tenant t3 --name SERIAL --scopes "models:read chat:com
 KEY_SERIAL=$(field key <<<"$out")
 out=$(gh api-key create --tenant t4 --name QUOTA --scopes "models:read chat:completions" --json)
 KEY_QUOTA=$(field key <<<"$out")
+# A platform operator and its management token (tests/conformance/test_openapi.py).
+gh operator create --email operator@conformance.test --json >/dev/null
+OPERATOR_TOKEN=$(gh operator token create --email operator@conformance.test --name conformance --json | field token)
 unset out
-export CID_A CS_A CID_B CS_B CID_NOSCOPE CS_NOSCOPE KEY KEY_SERIAL KEY_QUOTA
+export CID_A CS_A CID_B CS_B CID_NOSCOPE CS_NOSCOPE KEY KEY_SERIAL KEY_QUOTA OPERATOR_TOKEN
 
 # --- worker simulators and their pools -----------------------------------------------------------
 # wait_healthy URL PID NAME: polls URL until it answers 200 (at most 20 s), failing if PID exits.

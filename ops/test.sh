@@ -124,7 +124,7 @@ ring=$(cargo tree --locked -i ring --target all 2>/dev/null || true)
 if [ -n "$ring" ]; then echo "ring is in the dependency tree:"; echo "$ring"; exit 1; fi
 echo "ok"
 
-step "Python virtualenv for the tests (client libraries, aiosmtpd for the alert mails)"
+step "Python virtualenv for the tests (client libraries, OpenAPI tools, aiosmtpd for the alert mails)"
 ensure_test_venv
 
 step "tests"
@@ -138,7 +138,7 @@ step "Prometheus alerting rules (promtool check rules ops/prometheus/alerts.yml)
 command -v promtool >/dev/null 2>&1 || apt_install prometheus
 promtool check rules ops/prometheus/alerts.yml
 
-step "Python conformance (authlib, requests-oauthlib, PyJWT, openai)"
+step "Python conformance (authlib, requests-oauthlib, PyJWT, openai; OpenAPI: openapi-spec-validator, schemathesis)"
 bash ops/conformance.sh
 
 step "aligner reference worker: contract tests against a fake model (ops/workers/aligner)"

@@ -53,7 +53,7 @@ ensure_postgres_binaries() {
 ensure_test_venv() {
   local venv=.venv-conf
   command -v python3 >/dev/null 2>&1 || apt_install python3
-  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import authlib, requests_oauthlib, jwt, openai, httpx, pytest, aiosmtpd' >/dev/null 2>&1; then
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import authlib, requests_oauthlib, jwt, openai, httpx, pytest, aiosmtpd, openapi_spec_validator, schemathesis' >/dev/null 2>&1; then
     return 0
   fi
   # Debian/Ubuntu ship venv's ensurepip separately: try a throwaway venv, install python3-venv if it fails.
@@ -64,7 +64,8 @@ ensure_test_venv() {
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    authlib==1.9.6 requests requests-oauthlib==2.0.0 "pyjwt[crypto]==2.15.1" openai==3.51.0 httpx pytest aiosmtpd==1.4.6
+    authlib==1.9.6 requests requests-oauthlib==2.0.0 "pyjwt[crypto]==2.15.1" openai==3.51.0 httpx pytest aiosmtpd==1.4.6 \
+    openapi-spec-validator==0.9.0 schemathesis==4.32.5
 }
 
 # ClamAV's clamd, for the malware-scanning tests (tests/api/malware.rs). They start their own clamd

@@ -17,7 +17,8 @@ pub const MAX_LIFETIME_S: i64 = 3600;
 /// Longest bearer value accepted (RFC 6750 tokens are small; ours are ~500 bytes).
 pub const MAX_TOKEN_LEN: usize = 8192;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One audience or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Audience {
     One(String),
@@ -50,21 +51,69 @@ pub struct AccessClaims {
 
 impl AccessClaims {
     /// The RFC 7662 response for an active token.
-    pub fn introspection(&self) -> serde_json::Value {
-        serde_json::json!({
-            "active": true,
-            "scope": self.scope,
-            "client_id": self.client_id,
-            "sub": self.sub,
-            "aud": self.aud,
-            "iss": self.iss,
-            "exp": self.exp,
-            "iat": self.iat,
-            "nbf": self.nbf,
-            "jti": self.jti,
-            "token_type": "Bearer",
-            "tenant_id": self.tenant_id,
-        })
+    pub fn introspection(&self) -> Introspection {
+        Introspection {
+            active: true,
+            scope: Some(self.scope.clone()),
+            client_id: Some(self.client_id.clone()),
+            sub: Some(self.sub.clone()),
+            aud: Some(self.aud.clone()),
+            iss: Some(self.iss.clone()),
+            exp: Some(self.exp),
+            iat: Some(self.iat),
+            nbf: Some(self.nbf),
+            jti: Some(self.jti.clone()),
+            token_type: Some("Bearer"),
+            tenant_id: Some(self.tenant_id.clone()),
+        }
+    }
+}
+
+/// An RFC 7662 introspection answer: `{"active": false}`, or `active: true` with the token's
+/// claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+}
+
+impl Introspection {
+    pub fn inactive() -> Introspection {
+        Introspection {
+            active: false,
+            scope: None,
+            client_id: None,
+            sub: None,
+            aud: None,
+            iss: None,
+            exp: None,
+            iat: None,
+            nbf: None,
+            jti: None,
+            token_type: None,
+            tenant_id: None,
+        }
     }
 }
 

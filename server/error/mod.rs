@@ -85,17 +85,25 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error answer, in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorBody)]
+pub struct Body<'a> {
     error: Detail<'a>,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorDetail)]
+pub struct Detail<'a> {
+    /// For people; a 5xx message carries the request id.
     message: String,
+    /// `invalid_request_error`, `permission_error`, `not_found_error`, `rate_limit_error` or
+    /// `server_error`.
     #[serde(rename = "type")]
     kind: &'a str,
+    /// The request field at fault, when one is.
     param: Option<&'a str>,
+    /// Stable snake_case code, e.g. `invalid_value`, `not_found`, `invalid_api_key`.
     code: &'a str,
 }
 

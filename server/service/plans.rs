@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
 
 use super::{Actor, ServiceError};
 use crate::db::schema::plans;
@@ -60,7 +61,8 @@ fn default_entitlements() -> Vec<String> {
     vec!["models:read".into(), "chat:completions".into(), "audio:align".into()]
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// A plan as shown: its id and timestamps beside every setting.
+#[derive(Debug, Clone, Serialize)]
 pub struct PlanView {
     pub id: String,
     #[serde(flatten)]
@@ -68,6 +70,27 @@ pub struct PlanView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// `PlanSpec`'s properties and `PlanView`'s own in one object. The derived schema would be an
+/// `allOf` with `PlanSpec`, which refuses unknown fields (`additionalProperties: false`, for
+/// requests), and so would refuse `id` and the timestamps of every plan shown.
+impl utoipa::PartialSchema for PlanView {
+    fn schema() -> RefOr<Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        let spec = <PlanSpec as utoipa::PartialSchema>::schema();
+        let RefOr::T(Schema::Object(mut object)) = spec else { return spec };
+        object.additional_properties = None;
+        object.description = Some("A plan: its id and timestamps, and every setting of `PlanSpec`.".into());
+        let time = || ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)));
+        object.properties.insert("id".into(), ObjectBuilder::new().schema_type(Type::String).into());
+        object.properties.insert("created_at".into(), time().into());
+        object.properties.insert("updated_at".into(), time().into());
+        object.required.extend(["id", "created_at", "updated_at"].map(String::from));
+        RefOr::T(Schema::Object(object))
+    }
+}
+
+impl ToSchema for PlanView {}
 
 impl From<crate::db::plans::Plan> for PlanView {
     fn from(p: crate::db::plans::Plan) -> Self {

@@ -26,6 +26,7 @@ mod management_errors;
 mod metrics_contract;
 mod migrations;
 mod oauth;
+mod openapi;
 mod pools;
 mod readiness;
 mod shutdown;

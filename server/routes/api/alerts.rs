@@ -2,24 +2,25 @@
 //! `/api/v1/alerts/recipients` and, for operators, `/api/v1/alerts/silences`. Operators see and manage everything, on-call addresses included;
 //! a tenant admin sees only its tenant's alerts and manages only its tenant's recipients.
 
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::actor;
+use super::{RouteTable, actor};
 use crate::db::alerts::{AlertRow, Recipient, Silence};
 use crate::error::ApiError;
 use crate::extract::Manager;
 use crate::service::alerts::{self as svc, AddRecipientRequest, RecipientScope, SilenceRequest};
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/alerts", web::get().to(list_alerts))
-        .route("/alerts/recipients", web::get().to(list_recipients))
-        .route("/alerts/recipients", web::post().to(add_recipient))
-        .route("/alerts/recipients/{recipient_id}", web::delete().to(remove_recipient))
-        .route("/alerts/silences", web::get().to(list_silences))
-        .route("/alerts/silences", web::post().to(add_silence))
-        .route("/alerts/silences/{silence_id}", web::delete().to(remove_silence));
+pub fn configure(cfg: &mut impl RouteTable) {
+    cfg.add(Method::GET, "/alerts", list_alerts)
+        .add(Method::GET, "/alerts/recipients", list_recipients)
+        .add(Method::POST, "/alerts/recipients", add_recipient)
+        .add(Method::DELETE, "/alerts/recipients/{recipient_id}", remove_recipient)
+        .add(Method::GET, "/alerts/silences", list_silences)
+        .add(Method::POST, "/alerts/silences", add_silence)
+        .add(Method::DELETE, "/alerts/silences/{silence_id}", remove_silence);
 }
 
 /// The tenant a tenant admin is confined to; None for operators.

@@ -1,19 +1,20 @@
 //! `/api/v1/tenants/{tenant_id}/api-keys`.
 
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::actor;
+use super::{RouteTable, actor};
 use crate::error::ApiError;
-use crate::extract::Manager;
+use crate::extract::{Manager, OptionalJson};
 use crate::service::api_keys::{self as svc, ApiKeyResponse, ApiKeyWithSecret, CreateApiKeyRequest, RollApiKeyRequest};
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/tenants/{tenant_id}/api-keys", web::post().to(create_api_key))
-        .route("/tenants/{tenant_id}/api-keys", web::get().to(list_api_keys))
-        .route("/tenants/{tenant_id}/api-keys/{key_id}", web::get().to(get_api_key))
-        .route("/tenants/{tenant_id}/api-keys/{key_id}", web::delete().to(revoke_api_key))
-        .route("/tenants/{tenant_id}/api-keys/{key_id}/rotate", web::post().to(roll_api_key));
+pub fn configure(cfg: &mut impl RouteTable) {
+    cfg.add(Method::POST, "/tenants/{tenant_id}/api-keys", create_api_key)
+        .add(Method::GET, "/tenants/{tenant_id}/api-keys", list_api_keys)
+        .add(Method::GET, "/tenants/{tenant_id}/api-keys/{key_id}", get_api_key)
+        .add(Method::DELETE, "/tenants/{tenant_id}/api-keys/{key_id}", revoke_api_key)
+        .add(Method::POST, "/tenants/{tenant_id}/api-keys/{key_id}/rotate", roll_api_key);
 }
 
 /// Creates a key; the response holds the full key, which is never shown again.
@@ -71,20 +72,20 @@ pub async fn revoke_api_key(
 }
 
 /// Rolls a key: a new key (shown once) replaces it; the old one works for `grace_period_s`.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/api-keys/{key_id}/rotate", tag = "api-keys", request_body = RollApiKeyRequest,
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/api-keys/{key_id}/rotate", tag = "api-keys", request_body(content = Option<RollApiKeyRequest>, description = "Optional: without a body, the default grace period (24 h)"),
     responses((status = 201, body = ApiKeyWithSecret), (status = 404), (status = 409)))]
 pub async fn roll_api_key(
     manager: Manager,
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: Option<web::Json<RollApiKeyRequest>>,
+    body: OptionalJson<RollApiKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, key) = path.into_inner();
     let tenant = manager.tenant(&tenant)?;
     let actor = actor(&manager, &state, &req);
     let pepper = state.auth.pepper.clone();
-    let body = body.map(web::Json::into_inner).unwrap_or(RollApiKeyRequest { grace_period_s: 86_400 });
+    let body = body.into_inner().unwrap_or(RollApiKeyRequest { grace_period_s: 86_400 });
     let id = key.clone();
     let rolled = state.db.run(move |conn| Ok(svc::roll(conn, &pepper, &tenant, &key, &body, &actor))).await??;
     state.auth.invalidate_api_key(&id).await;

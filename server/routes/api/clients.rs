@@ -1,22 +1,23 @@
 //! `/api/v1/tenants/{tenant_id}/clients`.
 
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::actor;
+use super::{RouteTable, actor};
 use crate::error::ApiError;
-use crate::extract::Manager;
+use crate::extract::{Manager, OptionalJson};
 use crate::service::clients::{
     self as svc, ClientResponse, ClientWithSecret, CreateClientRequest, RotateSecretRequest, UpdateClientRequest,
 };
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/tenants/{tenant_id}/clients", web::post().to(create_client))
-        .route("/tenants/{tenant_id}/clients", web::get().to(list_clients))
-        .route("/tenants/{tenant_id}/clients/{client_id}", web::get().to(get_client))
-        .route("/tenants/{tenant_id}/clients/{client_id}", web::patch().to(update_client))
-        .route("/tenants/{tenant_id}/clients/{client_id}", web::delete().to(disable_client))
-        .route("/tenants/{tenant_id}/clients/{client_id}/secret/rotate", web::post().to(rotate_client_secret));
+pub fn configure(cfg: &mut impl RouteTable) {
+    cfg.add(Method::POST, "/tenants/{tenant_id}/clients", create_client)
+        .add(Method::GET, "/tenants/{tenant_id}/clients", list_clients)
+        .add(Method::GET, "/tenants/{tenant_id}/clients/{client_id}", get_client)
+        .add(Method::PATCH, "/tenants/{tenant_id}/clients/{client_id}", update_client)
+        .add(Method::DELETE, "/tenants/{tenant_id}/clients/{client_id}", disable_client)
+        .add(Method::POST, "/tenants/{tenant_id}/clients/{client_id}/secret/rotate", rotate_client_secret);
 }
 
 /// Creates a client; the response holds the secret, which is never shown again.
@@ -88,20 +89,20 @@ pub async fn disable_client(
 }
 
 /// New secret (shown once); the old one keeps working for `grace_period_s`.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/clients/{client_id}/secret/rotate", tag = "clients", request_body = RotateSecretRequest,
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/clients/{client_id}/secret/rotate", tag = "clients", request_body(content = Option<RotateSecretRequest>, description = "Optional: without a body, the default grace period (24 h)"),
     responses((status = 200, body = ClientWithSecret), (status = 404), (status = 422)))]
 pub async fn rotate_client_secret(
     manager: Manager,
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: Option<web::Json<RotateSecretRequest>>,
+    body: OptionalJson<RotateSecretRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, client) = path.into_inner();
     let tenant = manager.tenant(&tenant)?;
     let actor = actor(&manager, &state, &req);
     let pepper = state.auth.pepper.clone();
-    let body = body.map(web::Json::into_inner).unwrap_or(RotateSecretRequest { grace_period_s: 86_400 });
+    let body = body.into_inner().unwrap_or(RotateSecretRequest { grace_period_s: 86_400 });
     let id = client.clone();
     let rotated = state.db.run(move |conn| Ok(svc::rotate_secret(conn, &pepper, &tenant, &client, &body, &actor))).await??;
     state.auth.invalidate_client(&id).await;

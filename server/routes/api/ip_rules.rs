@@ -5,22 +5,23 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::actor;
+use super::{RouteTable, actor};
 use crate::db::ip_rules::{IpBan, IpRule};
 use crate::error::ApiError;
 use crate::extract::Manager;
 use crate::service::ip_rules::{self as svc, CreateIpRuleRequest};
 use crate::state::AppState;
+use actix_web::http::Method;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ip-rules", web::get().to(list_platform_rules))
-        .route("/ip-rules", web::post().to(create_platform_rule))
-        .route("/ip-rules/{rule_id}", web::delete().to(delete_platform_rule))
-        .route("/tenants/{tenant_id}/ip-rules", web::get().to(list_tenant_rules))
-        .route("/tenants/{tenant_id}/ip-rules", web::post().to(create_tenant_rule))
-        .route("/tenants/{tenant_id}/ip-rules/{rule_id}", web::delete().to(delete_tenant_rule))
-        .route("/bans", web::get().to(list_bans))
-        .route("/bans/{ip}", web::delete().to(lift_ban));
+pub fn configure(cfg: &mut impl RouteTable) {
+    cfg.add(Method::GET, "/ip-rules", list_platform_rules)
+        .add(Method::POST, "/ip-rules", create_platform_rule)
+        .add(Method::DELETE, "/ip-rules/{rule_id}", delete_platform_rule)
+        .add(Method::GET, "/tenants/{tenant_id}/ip-rules", list_tenant_rules)
+        .add(Method::POST, "/tenants/{tenant_id}/ip-rules", create_tenant_rule)
+        .add(Method::DELETE, "/tenants/{tenant_id}/ip-rules/{rule_id}", delete_tenant_rule)
+        .add(Method::GET, "/bans", list_bans)
+        .add(Method::DELETE, "/bans/{ip}", lift_ban);
 }
 
 /// The platform's rules (operators): `deny` networks are refused before authentication on every

@@ -1,45 +1,97 @@
 //! The management API under `/api/v1` (JSON, `Cache-Control: no-store`): tenants, OAuth2 clients,
 //! API keys, token revocation and introspection, signing keys, worker pools, plans, usage, alerts. Operators see every tenant; a tenant
 //! admin's token reaches only its own tenant, and anything else answers 404. The OpenAPI document
-//! served at `/api/openapi.json` is generated from these handlers' annotations.
+//! served at `/api/openapi.json` is generated from these handlers' annotations (`openapi`).
 
 pub mod alerts;
 pub mod api_keys;
 pub mod clients;
 pub mod ip_rules;
 pub mod oauth_admin;
+pub mod openapi;
 pub mod plans;
 pub mod pools;
 pub mod signing_keys;
 pub mod tenants;
 pub mod usage;
 
+use actix_web::http::Method;
 use actix_web::http::header::{CacheControl, CacheDirective};
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{HttpRequest, HttpResponse, web};
-use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use actix_web::{FromRequest, Handler, HttpRequest, Responder, web};
 
 use crate::extract::Manager;
 use crate::service::Actor;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/openapi.json", web::get().to(get_openapi)).service(
+    cfg.route("/openapi.json", web::get().to(openapi::get_openapi)).service(
         web::scope("/v1")
             .wrap(actix_web::middleware::from_fn(crate::extract::authenticate_management))
             .wrap(DefaultHeaders::new().add(CacheControl(vec![CacheDirective::NoStore])))
-            .configure(tenants::configure)
-            .configure(clients::configure)
-            .configure(api_keys::configure)
-            .configure(oauth_admin::configure)
-            .configure(signing_keys::configure)
-            .configure(pools::configure)
-            .configure(plans::configure)
-            .configure(usage::configure)
-            .configure(alerts::configure)
-            .configure(ip_rules::configure),
+            .configure(routes),
     );
+}
+
+/// Every `/api/v1` route, relative to `/api/v1`. Each module registers its routes here through a
+/// [`RouteTable`], so the same list serves requests and, through [`route_list`], is what the
+/// OpenAPI document is checked against.
+pub fn routes<R: RouteTable>(table: &mut R) {
+    tenants::configure(table);
+    clients::configure(table);
+    api_keys::configure(table);
+    oauth_admin::configure(table);
+    signing_keys::configure(table);
+    pools::configure(table);
+    plans::configure(table);
+    usage::configure(table);
+    alerts::configure(table);
+    ip_rules::configure(table);
+}
+
+/// Where routes are registered: actix's `ServiceConfig` when serving, a [`RouteList`] when the
+/// routes are listed.
+pub trait RouteTable {
+    fn add<F, Args>(&mut self, method: Method, path: &'static str, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static;
+}
+
+impl RouteTable for web::ServiceConfig {
+    fn add<F, Args>(&mut self, method: Method, path: &'static str, handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.route(path, web::method(method).to(handler))
+    }
+}
+
+/// The routes as `(method, path under /api/v1)`, without their handlers.
+#[derive(Debug, Default)]
+pub struct RouteList(pub Vec<(Method, &'static str)>);
+
+impl RouteTable for RouteList {
+    fn add<F, Args>(&mut self, method: Method, path: &'static str, _handler: F) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.0.push((method, path));
+        self
+    }
+}
+
+/// Every registered `/api/v1` route as `(method, full path)`, e.g. `(GET, "/api/v1/tenants")`:
+/// the list `tests/api/openapi.rs` holds the OpenAPI document to.
+pub fn route_list() -> Vec<(Method, String)> {
+    let mut list = RouteList::default();
+    routes(&mut list);
+    list.0.into_iter().map(|(method, path)| (method, format!("/api/v1{path}"))).collect()
 }
 
 /// The audit actor for a management request.
@@ -50,111 +102,4 @@ pub fn actor(manager: &Manager, state: &AppState, req: &HttpRequest) -> Actor {
         source_ip: state.client_ip(req),
         request_id: crate::telemetry::current_request_id(),
     }
-}
-
-struct SecurityAddon;
-
-impl utoipa::Modify for SecurityAddon {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "management_token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("gth_mgmt_… token")).build()),
-        );
-    }
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "Gatehouse management API", description = "Tenants, plans and limits, OAuth2 clients, API keys, revocation, signing keys, worker pools, usage and billing exports, alerts and their recipients."),
-    paths(
-        tenants::list_tenants,
-        tenants::create_tenant,
-        tenants::get_tenant,
-        tenants::disable_tenant,
-        clients::create_client,
-        clients::list_clients,
-        clients::get_client,
-        clients::update_client,
-        clients::disable_client,
-        clients::rotate_client_secret,
-        api_keys::create_api_key,
-        api_keys::list_api_keys,
-        api_keys::get_api_key,
-        api_keys::revoke_api_key,
-        api_keys::roll_api_key,
-        oauth_admin::revoke_client_tokens,
-        oauth_admin::revoke_token,
-        oauth_admin::introspect_token,
-        signing_keys::list_signing_keys,
-        signing_keys::rotate_signing_keys,
-        pools::list_pools,
-        pools::create_pool,
-        pools::add_worker,
-        pools::drain_worker,
-        pools::remove_worker,
-        tenants::update_tenant,
-        plans::list_plans,
-        plans::create_plan,
-        plans::replace_plan,
-        plans::set_api_key_limits,
-        plans::set_client_limits,
-        usage::get_usage,
-        usage::export_usage,
-        alerts::list_alerts,
-        alerts::list_recipients,
-        alerts::add_recipient,
-        alerts::remove_recipient,
-        alerts::list_silences,
-        alerts::add_silence,
-        alerts::remove_silence,
-        ip_rules::list_platform_rules,
-        ip_rules::create_platform_rule,
-        ip_rules::delete_platform_rule,
-        ip_rules::list_tenant_rules,
-        ip_rules::create_tenant_rule,
-        ip_rules::delete_tenant_rule,
-        ip_rules::list_bans,
-        ip_rules::lift_ban,
-    ),
-    components(schemas(
-        crate::db::tenants::TenantView,
-        crate::service::tenants::CreateTenantRequest,
-        crate::service::clients::CreateClientRequest,
-        crate::service::clients::UpdateClientRequest,
-        crate::service::clients::RotateSecretRequest,
-        crate::service::clients::ClientResponse,
-        crate::service::clients::ClientWithSecret,
-        crate::service::api_keys::CreateApiKeyRequest,
-        crate::service::api_keys::RollApiKeyRequest,
-        crate::service::api_keys::ApiKeyResponse,
-        crate::service::api_keys::ApiKeyWithSecret,
-        crate::db::signing_keys::SigningKeyView,
-        oauth_admin::RevokeRequest,
-        oauth_admin::IntrospectRequest,
-        crate::service::workers::CreatePoolRequest,
-        crate::service::workers::AddWorkerRequest,
-        crate::service::workers::PoolResponse,
-        crate::service::workers::WorkerResponse,
-        crate::service::tenants::UpdateTenantRequest,
-        crate::service::plans::PlanSpec,
-        crate::service::plans::PlanView,
-        crate::service::plans::CredentialLimits,
-        crate::metering::report::UsageRow,
-        crate::db::alerts::AlertRow,
-        crate::db::alerts::Recipient,
-        crate::service::alerts::AddRecipientRequest,
-        crate::service::alerts::SilenceRequest,
-        crate::db::alerts::Silence,
-        crate::db::ip_rules::IpRule,
-        crate::db::ip_rules::IpBan,
-        crate::service::ip_rules::CreateIpRuleRequest,
-    )),
-    modifiers(&SecurityAddon),
-    security(("management_token" = []))
-)]
-pub struct ApiDoc;
-
-async fn get_openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
 }

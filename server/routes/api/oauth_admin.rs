@@ -2,22 +2,24 @@
 //! (revoke every token of a client), `POST /api/v1/oauth2/revoke` (one token, by value or by
 //! jti + client id), `POST /api/v1/oauth2/introspect`. Tenant admins reach only their tenant.
 
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::ToSchema;
 
-use super::actor;
-use crate::auth::jwt::{AccessClaims, Audience, LEEWAY_S, MAX_LIFETIME_S};
+use super::{RouteTable, actor};
+use crate::auth::jwt::{AccessClaims, Audience, Introspection, LEEWAY_S, MAX_LIFETIME_S};
 use crate::error::ApiError;
 use crate::extract::Manager;
 use crate::service::clients as svc;
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/oauth2/tokens", web::delete().to(revoke_client_tokens))
-        .route("/oauth2/revoke", web::post().to(revoke_token))
-        .route("/oauth2/introspect", web::post().to(introspect_token));
+pub fn configure(cfg: &mut impl RouteTable) {
+    cfg.add(Method::DELETE, "/oauth2/tokens", revoke_client_tokens).add(Method::POST, "/oauth2/revoke", revoke_token).add(
+        Method::POST,
+        "/oauth2/introspect",
+        introspect_token,
+    );
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,7 +131,9 @@ pub async fn revoke_token(
 }
 
 /// Introspects any token the caller may see (operators: all; tenant admins: their tenant's).
-#[utoipa::path(post, path = "/api/v1/oauth2/introspect", tag = "oauth2", request_body = IntrospectRequest, responses((status = 200, description = "RFC 7662 response")))]
+#[utoipa::path(post, path = "/api/v1/oauth2/introspect", tag = "oauth2", request_body = IntrospectRequest, responses((status = 200, description = "RFC 7662: `{\"active\": false}` for a token that is not active or not the caller's to see; \
+        otherwise `active: true` with the token's `scope`, `client_id`, `sub`, `aud`, `iss`, `exp`, `iat`, `nbf`, `jti`, \
+        `token_type` and `tenant_id`", body = Introspection)))]
 pub async fn introspect_token(
     manager: Manager,
     state: web::Data<AppState>,
@@ -137,7 +141,7 @@ pub async fn introspect_token(
 ) -> Result<HttpResponse, ApiError> {
     let claims = match state.auth.active_token(&state.db, &body.token).await {
         Ok(Some(c)) if manager.can_see(&c.tenant_id) => c,
-        Ok(_) => return Ok(HttpResponse::Ok().json(json!({ "active": false }))),
+        Ok(_) => return Ok(HttpResponse::Ok().json(Introspection::inactive())),
         Err(_) => {
             return Err(ApiError::Unavailable {
                 message: "credential store unavailable".into(),

@@ -2,24 +2,25 @@
 //! `…/clients/{id}/limits`, tenant-scoped). Changes apply on this instance at once and on every
 //! other within 5 s.
 
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::actor;
+use super::{RouteTable, actor};
 use crate::error::ApiError;
 use crate::extract::Manager;
 use crate::service::limits::{self as limits_svc, Credential};
 use crate::service::plans::{self as svc, CredentialLimits, PlanSpec, PlanView};
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/plans", web::get().to(list_plans))
-        .route("/plans", web::post().to(create_plan))
-        .route("/plans/{plan}", web::put().to(replace_plan))
-        .route("/tenants/{tenant_id}/api-keys/{key_id}/limits", web::put().to(set_api_key_limits))
-        .route("/tenants/{tenant_id}/clients/{client_id}/limits", web::put().to(set_client_limits));
+pub fn configure(cfg: &mut impl RouteTable) {
+    cfg.add(Method::GET, "/plans", list_plans)
+        .add(Method::POST, "/plans", create_plan)
+        .add(Method::PUT, "/plans/{plan}", replace_plan)
+        .add(Method::PUT, "/tenants/{tenant_id}/api-keys/{key_id}/limits", set_api_key_limits)
+        .add(Method::PUT, "/tenants/{tenant_id}/clients/{client_id}/limits", set_client_limits);
 }
 
-#[utoipa::path(get, path = "/api/v1/plans", tag = "plans", responses((status = 200, body = [PlanView])))]
+#[utoipa::path(get, path = "/api/v1/plans", tag = "plans", responses((status = 200, body = [PlanView]), (status = 403)))]
 pub async fn list_plans(manager: Manager, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     manager.require_operator()?;
     let plans = state.db.run(|conn| Ok(svc::list(conn))).await??;
@@ -27,7 +28,7 @@ pub async fn list_plans(manager: Manager, state: web::Data<AppState>) -> Result<
 }
 
 #[utoipa::path(post, path = "/api/v1/plans", tag = "plans", request_body = PlanSpec,
-    responses((status = 201, body = PlanView), (status = 409, description = "name taken"), (status = 422, description = "invalid or contradictory field")))]
+    responses((status = 201, body = PlanView), (status = 403), (status = 409, description = "name taken"), (status = 422, description = "invalid or contradictory field")))]
 pub async fn create_plan(
     manager: Manager,
     state: web::Data<AppState>,
@@ -43,7 +44,8 @@ pub async fn create_plan(
 /// Replaces every setting (omitted limits become unlimited).
 #[utoipa::path(put, path = "/api/v1/plans/{plan}", tag = "plans", request_body = PlanSpec,
     params(("plan" = String, Path, description = "plan id or name")),
-    responses((status = 200, body = PlanView), (status = 404), (status = 422, description = "invalid or contradictory field")))]
+    responses((status = 200, body = PlanView), (status = 403), (status = 404), (status = 409, description = "another plan has that name"),
+        (status = 422, description = "invalid or contradictory field")))]
 pub async fn replace_plan(
     manager: Manager,
     state: web::Data<AppState>,

@@ -1,15 +1,16 @@
 //! `/api/v1/signing-keys` (operators only).
 
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::actor;
+use super::{RouteTable, actor};
 use crate::db::signing_keys::{self, SigningKeyView};
 use crate::error::ApiError;
 use crate::extract::Manager;
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/signing-keys", web::get().to(list_signing_keys)).route("/signing-keys/rotate", web::post().to(rotate_signing_keys));
+pub fn configure(cfg: &mut impl RouteTable) {
+    cfg.add(Method::GET, "/signing-keys", list_signing_keys).add(Method::POST, "/signing-keys/rotate", rotate_signing_keys);
 }
 
 /// Every signing key with its state; never private material.

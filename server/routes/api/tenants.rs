@@ -1,21 +1,22 @@
 //! `/api/v1/tenants`.
 
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use diesel::OptionalExtension;
 
-use super::actor;
+use super::{RouteTable, actor};
 use crate::db::tenants::{self, TenantView};
 use crate::error::ApiError;
 use crate::extract::Manager;
 use crate::service::tenants::{self as svc, CreateTenantRequest, UpdateTenantRequest};
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/tenants", web::get().to(list_tenants))
-        .route("/tenants", web::post().to(create_tenant))
-        .route("/tenants/{tenant_id}", web::get().to(get_tenant))
-        .route("/tenants/{tenant_id}", web::patch().to(update_tenant))
-        .route("/tenants/{tenant_id}/disable", web::post().to(disable_tenant));
+pub fn configure(cfg: &mut impl RouteTable) {
+    cfg.add(Method::GET, "/tenants", list_tenants)
+        .add(Method::POST, "/tenants", create_tenant)
+        .add(Method::GET, "/tenants/{tenant_id}", get_tenant)
+        .add(Method::PATCH, "/tenants/{tenant_id}", update_tenant)
+        .add(Method::POST, "/tenants/{tenant_id}/disable", disable_tenant);
 }
 
 /// Operators: every tenant. Tenant admins: their own.
@@ -34,7 +35,7 @@ pub async fn list_tenants(manager: Manager, state: web::Data<AppState>) -> Resul
 }
 
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", request_body = CreateTenantRequest,
-    responses((status = 201, body = TenantView), (status = 409, description = "slug taken"), (status = 422, description = "invalid field")))]
+    responses((status = 201, body = TenantView), (status = 403), (status = 409, description = "slug taken"), (status = 422, description = "invalid field")))]
 pub async fn create_tenant(
     manager: Manager,
     state: web::Data<AppState>,
@@ -59,7 +60,7 @@ pub async fn get_tenant(manager: Manager, state: web::Data<AppState>, path: web:
 }
 
 /// Operators only. The tenant's credentials stop working within 5 s everywhere.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/disable", tag = "tenants", responses((status = 200, body = TenantView), (status = 404)))]
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/disable", tag = "tenants", responses((status = 200, body = TenantView), (status = 403), (status = 404)))]
 pub async fn disable_tenant(
     manager: Manager,
     state: web::Data<AppState>,

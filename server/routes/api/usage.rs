@@ -6,12 +6,14 @@
 
 use std::time::Duration;
 
+use actix_web::http::Method;
 use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use super::RouteTable;
 use crate::db::tenants;
 use crate::db::usage::{self, ExportCursor, ExportRow};
 use crate::domain::TenantId;
@@ -21,10 +23,12 @@ use crate::metering::report::{EXPORT_PAGE_ROWS, ExportWriter, Format, GroupBy, M
 use crate::metering::{Period, local_midnight};
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/tenants/{tenant_id}/usage", web::get().to(get_usage))
-        .route("/tenants/{tenant_id}/usage/export", web::get().to(export_usage))
-        .route("/usage/export", web::get().to(export_all_usage));
+pub fn configure(cfg: &mut impl RouteTable) {
+    cfg.add(Method::GET, "/tenants/{tenant_id}/usage", get_usage).add(Method::GET, "/tenants/{tenant_id}/usage/export", export_usage).add(
+        Method::GET,
+        "/usage/export",
+        export_all_usage,
+    );
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -44,7 +48,7 @@ pub struct UsageResponse {
     pub tenant_id: String,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
-    pub group_by: String,
+    pub group_by: GroupBy,
     pub data: Vec<UsageGroup>,
 }
 
@@ -81,12 +85,7 @@ pub async fn get_usage(
     }
     let key = tenant.clone();
     let data = state.db.run(move |conn| Ok(usage::grouped(conn, &key, from, to, group_by)?)).await?;
-    let group_by = match group_by {
-        GroupBy::Day => "day",
-        GroupBy::Model => "model",
-        GroupBy::Credential => "credential",
-    };
-    Ok(HttpResponse::Ok().json(UsageResponse { tenant_id: tenant.to_string(), from, to, group_by: group_by.into(), data }))
+    Ok(HttpResponse::Ok().json(UsageResponse { tenant_id: tenant.to_string(), from, to, group_by, data }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -113,7 +112,8 @@ fn parse_export(q: &ExportQuery) -> Result<(Month, Format), ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/usage/export", tag = "usage", params(ExportQuery),
-    responses((status = 200, description = "CSV or NDJSON rows, streamed", body = [crate::metering::report::UsageRow]), (status = 404), (status = 422)))]
+    responses((status = 200, description = "`UsageRow`s, streamed as an attachment: CSV with a header line (`format=csv`) or one JSON object a line (`format=ndjson`)", content((String = "text/csv"), (String = "application/x-ndjson"))),
+        (status = 404), (status = 422), (status = 429, description = "too many exports of this tenant are running")))]
 pub async fn export_usage(
     manager: Manager,
     state: web::Data<AppState>,
@@ -129,7 +129,8 @@ pub async fn export_usage(
 
 /// Operators: every tenant in one file.
 #[utoipa::path(get, path = "/api/v1/usage/export", tag = "usage", params(ExportQuery),
-    responses((status = 200, description = "CSV or NDJSON rows, streamed", body = [crate::metering::report::UsageRow]), (status = 403), (status = 422)))]
+    responses((status = 200, description = "`UsageRow`s, streamed as an attachment: CSV with a header line (`format=csv`) or one JSON object a line (`format=ndjson`)", content((String = "text/csv"), (String = "application/x-ndjson"))),
+        (status = 403), (status = 422), (status = 429, description = "too many exports are running")))]
 pub async fn export_all_usage(
     manager: Manager,
     state: web::Data<AppState>,
