@@ -51,7 +51,7 @@ impl Default for BanConfig {
         BanConfig {
             enabled: true,
             window_s: 60,
-            max_requests: 6000,
+            max_requests: 30_000,
             max_auth_failures: 30,
             max_client_errors: 600,
             durations_s: vec![60, 600, 3600],
