@@ -14,10 +14,10 @@ use serde_json::Value;
 
 use crate::helpers::{TEST_MASTER_KEY, TestApp, TestDb, eventually, seed};
 
-const MODEL: &str = "Qwen/Qwen3-ForcedAligner-0.6B";
+pub(crate) const MODEL: &str = "Qwen/Qwen3-ForcedAligner-0.6B";
 const WORDS: &str = "the quick brown fox jumps over the lazy dog";
 
-fn aligner(tweak: impl FnOnce(&mut SimulatorConfig)) -> (u16, actix_web::dev::ServerHandle) {
+pub(crate) fn aligner(tweak: impl FnOnce(&mut SimulatorConfig)) -> (u16, actix_web::dev::ServerHandle) {
     let mut c = SimulatorConfig::aligner("127.0.0.1:0");
     c.batch_ms = 20;
     c.ms_per_audio_second = 2;
@@ -29,7 +29,7 @@ fn aligner(tweak: impl FnOnce(&mut SimulatorConfig)) -> (u16, actix_web::dev::Se
 }
 
 /// (batch requests, items) the simulator has received.
-async fn received(port: u16) -> (u64, u64, u64) {
+pub(crate) async fn received(port: u16) -> (u64, u64, u64) {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
     let value = |name: &str| {
         text.lines()
@@ -39,14 +39,19 @@ async fn received(port: u16) -> (u64, u64, u64) {
     (value("gatehouse_simulator_requests_total "), value("gatehouse_simulator_items_total "), value("gatehouse_simulator_largest_batch "))
 }
 
-struct World {
-    app: TestApp,
-    tenant: TenantId,
-    key: String,
+pub(crate) struct World {
+    pub(crate) app: TestApp,
+    pub(crate) tenant: TenantId,
+    pub(crate) key: String,
 }
 
 /// An app with an aligner pool on the given simulator ports and an API key with `audio:align`.
-async fn world(ports: &[u16], batch_max_items: i32, batch_max_wait_ms: i32, tweak: impl FnOnce(&mut gatehouse::config::Config)) -> World {
+pub(crate) async fn world(
+    ports: &[u16],
+    batch_max_items: i32,
+    batch_max_wait_ms: i32,
+    tweak: impl FnOnce(&mut gatehouse::config::Config),
+) -> World {
     let db = TestDb::new();
     let tenant = seed::tenant(&db, "Acme");
     let key = seed::api_key(&db, &tenant, "audio:align models:read");
@@ -54,7 +59,7 @@ async fn world(ports: &[u16], batch_max_items: i32, batch_max_wait_ms: i32, twea
     World { app: TestApp::spawn_on(db, tweak).await, tenant, key }
 }
 
-fn add_pool(db: &TestDb, ports: &[u16], batch_max_items: i32, batch_max_wait_ms: i32) {
+pub(crate) fn add_pool(db: &TestDb, ports: &[u16], batch_max_items: i32, batch_max_wait_ms: i32) {
     let master = gatehouse::auth::seal::MasterKey::from_config(&gatehouse::config::Secret::new(TEST_MASTER_KEY)).unwrap();
     let mut conn = db.conn();
     let req = CreatePoolRequest {
@@ -71,7 +76,7 @@ fn add_pool(db: &TestDb, ports: &[u16], batch_max_items: i32, batch_max_wait_ms:
 }
 
 /// Speech-like audio: 300 ms tone bursts between 200 ms pauses, as a 16-bit WAV file.
-fn wav(seconds: f64, rate: u32, channels: u16) -> Vec<u8> {
+pub(crate) fn wav(seconds: f64, rate: u32, channels: u16) -> Vec<u8> {
     let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut out = Cursor::new(Vec::new());
     let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
@@ -110,14 +115,14 @@ fn convert(wav: &[u8], ext: &str) -> Vec<u8> {
     std::fs::read(output).unwrap()
 }
 
-fn form(file: Vec<u8>, name: &str, text: &str, language: &str) -> reqwest::multipart::Form {
+pub(crate) fn form(file: Vec<u8>, name: &str, text: &str, language: &str) -> reqwest::multipart::Form {
     reqwest::multipart::Form::new()
         .part("file", reqwest::multipart::Part::bytes(file).file_name(name.to_owned()))
         .text("text", text.to_owned())
         .text("language", language.to_owned())
 }
 
-async fn align(app: &TestApp, key: &str, form: reqwest::multipart::Form) -> reqwest::Response {
+pub(crate) async fn align(app: &TestApp, key: &str, form: reqwest::multipart::Form) -> reqwest::Response {
     app.client.post(app.url("/v1/audio/alignments")).bearer_auth(key).multipart(form).send().await.unwrap()
 }
 
@@ -299,7 +304,7 @@ async fn chat_requests_naming_an_aligner_model_get_404_and_never_reach_the_align
     assert_eq!(received(port).await.0, 0, "the aligner got nothing");
 }
 
-async fn job_status(app: &TestApp, key: &str, id: &str) -> Value {
+pub(crate) async fn job_status(app: &TestApp, key: &str, id: &str) -> Value {
     app.get_with(&format!("/v1/audio/alignments/jobs/{id}"), key).await.json().await.unwrap()
 }
 
