@@ -170,16 +170,18 @@ async fn a_long_low_bitrate_upload_grows_the_server_by_less_than_256_mb() {
     let cancel = server.client.delete(url).bearer_auth(&server.key).send().await.unwrap().status();
     assert!(cancel == 200 || cancel == 409, "cancelled, or already finished: {cancel}");
     let peak_kb = status_kb(pid, "VmHWM");
+    let after_cancel_kb = status_kb(pid, "VmRSS");
     let picked = clock.elapsed() - uploaded;
     let growth_kb = peak_kb.saturating_sub(before_kb);
     eprintln!(
         "memory: {seconds} s of audio at {rate} Hz in {} bytes of MP3; resident before {} MB, peak after upload {} MB, \
-         peak after pickup and cancel {} MB, growth {} MB (MP3 made in {encoded:.1?}, upload answered in \
+         peak after pickup and cancel {} MB (resident then {} MB), growth {} MB (MP3 made in {encoded:.1?}, upload answered in \
          {uploaded:.1?}, first chunk done {picked:.1?} later)",
         mp3.len(),
         before_kb / 1024,
         after_upload_kb / 1024,
         peak_kb / 1024,
+        after_cancel_kb / 1024,
         growth_kb / 1024
     );
     assert!(growth_kb < MAX_GROWTH_KB, "the server grew by {} MB (limit {} MB)", growth_kb / 1024, MAX_GROWTH_KB / 1024);
