@@ -14,9 +14,9 @@ use crate::admission::Admitter;
 use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::db::Db;
+use crate::domain::Slots;
 use crate::edge::Edge;
 use crate::jobs::JobRunner;
-use crate::metering::report::ExportSlots;
 use crate::tasks::Supervisor;
 use crate::tasks::audit_writer::AuditLog;
 use crate::workers::gateway::Gateway;
@@ -52,7 +52,9 @@ pub struct AppState {
     /// The background loops and actors, and how often each had to be restarted.
     pub tasks: Arc<Supervisor>,
     /// Usage exports running now (bounded per tenant and in all).
-    pub exports: Arc<ExportSlots>,
+    pub exports: Arc<Slots>,
+    /// Audio uploads being decoded now (bounded per tenant and in all).
+    pub decodes: Arc<Slots>,
     /// Delivers the alert outbox by email.
     pub alerts: AlertMailerHandle,
     /// IP rules and bans: what runs before authentication.

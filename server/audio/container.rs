@@ -1,6 +1,7 @@
 //! The symphonia decode path: demux the container, repair streamed WAV headers, pick the audio
 //! track, check its sample rate and channels, read and decode packets (skipping a few damaged
-//! ones) and name the codec. Ogg Opus is handed to [`decode_opus`] once its track is found.
+//! ones), hand the output to the caller's [`PcmSink`] packet by packet, and name the codec. Ogg
+//! Opus is handed to [`decode_opus`] once its track is found.
 
 use std::io::Cursor;
 
@@ -15,13 +16,18 @@ use symphonia::core::packet::Packet;
 
 use super::opus::decode_opus;
 use super::resample::MonoSink;
-use super::{Audio, AudioError, AudioFormat, AudioLimits};
+use super::{AudioError, AudioFormat, AudioLimits, Decoded, PcmSink};
 
 /// A single damaged packet is skipped; more than this many (or more than 10 % of all packets)
 /// means the file is damaged rather than glitchy, and it is refused as corrupt.
 const MAX_SKIPPED_PACKETS: u64 = 5;
 
-pub(super) fn decode_container(bytes: &[u8], format: AudioFormat, limits: &AudioLimits) -> Result<Audio, AudioError> {
+pub(super) fn decode_container(
+    bytes: &[u8],
+    format: AudioFormat,
+    limits: &AudioLimits,
+    out: &mut dyn PcmSink,
+) -> Result<Decoded, AudioError> {
     let repaired = if format == AudioFormat::Wav { repair_streamed_wav(bytes) } else { None };
     let bytes = repaired.as_deref().unwrap_or(bytes);
     let source = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
@@ -34,7 +40,7 @@ pub(super) fn decode_container(bytes: &[u8], format: AudioFormat, limits: &Audio
     let (track_id, params) = select_audio_track(reader.as_ref(), format)?;
     let codec = codec_name(params.codec);
     if params.codec == codec_ids::CODEC_ID_OPUS {
-        return decode_opus(reader.as_mut(), track_id, &params, format, limits);
+        return decode_opus(reader.as_mut(), track_id, &params, format, limits, out);
     }
     if let Some(rate) = params.sample_rate {
         check_sample_rate(rate, limits)?;
@@ -85,7 +91,7 @@ pub(super) fn decode_container(bytes: &[u8], format: AudioFormat, limits: &Audio
             }
         };
         buffer.copy_to_vecs_planar::<f32>(&mut planes);
-        sink.push_planar(&planes, frames)?;
+        sink.push_planar(&planes, frames, out)?;
         Ok(())
     })?;
 
@@ -93,8 +99,8 @@ pub(super) fn decode_container(bytes: &[u8], format: AudioFormat, limits: &Audio
         return Err(AudioError::TooShort { duration_ms: 0, min_ms: limits.min_duration_ms });
     };
     let source_sample_rate = sink.rate;
-    let samples = sink.finish(limits)?;
-    Ok(Audio {
+    let samples = sink.finish(limits, out)?;
+    Ok(Decoded {
         format,
         codec,
         source_sample_rate,

@@ -18,11 +18,19 @@
 //! 16 kHz output rather than to the (possibly 192 kHz, 8-channel) source. Audio already at 16 kHz
 //! is passed through untouched.
 //!
-//! This file holds the public types ([`Audio`], [`AudioLimits`], [`AudioError`]) and the [`decode`]
-//! entry point; the stages live in submodules: `sniff` (container detection), `container` (the
-//! symphonia demux/decode path), `opus` (Ogg Opus through `opus-rs`) and `resample` (mono
-//! downmix, duration metering and the streaming 16 kHz resampler). `clamav` is the `clamd`
-//! client the alignment routes scan uploads with before decoding them (when configured).
+//! Decoding streams: the output goes to a [`PcmSink`] block by block as it is decoded, so memory
+//! is bounded by the upload and a few buffers, not by the audio's duration. [`decode`] collects
+//! it into an [`Audio`] (short audio: the synchronous route); [`decode_into`] with a
+//! [`WavFileWriter`] writes it straight to a file (long audio: jobs), which [`WavFileReader`]
+//! reads back a window at a time.
+//!
+//! This file holds the public types ([`Audio`], [`Decoded`], [`AudioLimits`], [`AudioError`]) and
+//! the [`decode`] and [`decode_into`] entry points; the stages live in submodules: `sniff`
+//! (container detection), `container` (the symphonia demux/decode path), `opus` (Ogg Opus through
+//! `opus-rs`), `resample` (mono downmix, duration metering and the streaming 16 kHz resampler)
+//! and `wav` (the output format, sinks and stored files).
+//! `clamav` is the `clamd` client the alignment routes scan uploads with before decoding them (when
+//! configured).
 
 pub mod clamav;
 mod container;
@@ -31,6 +39,7 @@ mod resample;
 mod sniff;
 #[cfg(test)]
 mod test_support;
+mod wav;
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -38,6 +47,7 @@ use std::panic::{self, AssertUnwindSafe};
 use container::decode_container;
 
 pub use sniff::{AudioFormat, sniff};
+pub use wav::{MAX_WAV_DATA_BYTES, PcmSink, WavFileReader, WavFileWriter, pcm16_le_bytes};
 
 /// Sample rate of every decoded [`Audio`] (the worker contract).
 pub const TARGET_SAMPLE_RATE: u32 = 16_000;
@@ -91,6 +101,29 @@ pub struct Audio {
     pub samples: Vec<i16>,
 }
 
+/// What [`decode_into`] found and wrote: the source's description and how many samples went
+/// to the sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The container the audio came in.
+    pub format: AudioFormat,
+    /// The codec inside it, as in [`Audio::codec`].
+    pub codec: String,
+    /// Sample rate of the source stream, in Hz.
+    pub source_sample_rate: u32,
+    /// Channel count of the source stream.
+    pub source_channels: u16,
+    /// Samples written to the sink, at [`TARGET_SAMPLE_RATE`] Hz, mono.
+    pub samples: u64,
+}
+
+impl Decoded {
+    /// Duration in whole milliseconds (rounded down).
+    pub fn duration_ms(&self) -> u64 {
+        self.samples / SAMPLES_PER_MS
+    }
+}
+
 impl Audio {
     /// Duration in whole milliseconds (rounded down).
     pub fn duration_ms(&self) -> u64 {
@@ -100,30 +133,15 @@ impl Audio {
     /// 16 kHz mono PCM16 little-endian WAV file bytes — the worker contract format.
     ///
     /// The canonical 44-byte RIFF/WAVE header (`WAVE_FORMAT_PCM`, the layout hound writes for
-    /// 16-bit mono) is written directly, so this cannot fail.
+    /// 16-bit mono) is written directly, so this cannot fail. A WAV file holds at most
+    /// [`MAX_WAV_DATA_BYTES`] (about 37 hours); anything longer is cut there.
     pub fn to_wav(&self) -> Vec<u8> {
-        const BYTES_PER_SAMPLE: u32 = 2;
-        // A RIFF chunk size is a u32; 16 kHz mono PCM16 fills it after about 37 hours.
-        let max_samples = ((u32::MAX - 36) / BYTES_PER_SAMPLE) as usize;
+        let max_samples = (MAX_WAV_DATA_BYTES / 2) as usize;
         let samples = &self.samples[..self.samples.len().min(max_samples)];
-        let data_len = samples.len() as u32 * BYTES_PER_SAMPLE;
+        let data_len = samples.len() as u32 * 2;
         let mut out = Vec::with_capacity(44 + data_len as usize);
-        out.extend_from_slice(b"RIFF");
-        out.extend_from_slice(&(36 + data_len).to_le_bytes());
-        out.extend_from_slice(b"WAVE");
-        out.extend_from_slice(b"fmt ");
-        out.extend_from_slice(&16u32.to_le_bytes()); // fmt chunk size
-        out.extend_from_slice(&1u16.to_le_bytes()); // WAVE_FORMAT_PCM
-        out.extend_from_slice(&1u16.to_le_bytes()); // channels
-        out.extend_from_slice(&TARGET_SAMPLE_RATE.to_le_bytes());
-        out.extend_from_slice(&(TARGET_SAMPLE_RATE * BYTES_PER_SAMPLE).to_le_bytes()); // byte rate
-        out.extend_from_slice(&(BYTES_PER_SAMPLE as u16).to_le_bytes()); // block align
-        out.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
-        out.extend_from_slice(b"data");
-        out.extend_from_slice(&data_len.to_le_bytes());
-        for sample in samples {
-            out.extend_from_slice(&sample.to_le_bytes());
-        }
+        out.extend_from_slice(&wav::wav_header(data_len));
+        out.extend_from_slice(pcm16_le_bytes(samples, &mut Vec::new()));
         out
     }
 
@@ -167,11 +185,14 @@ impl Audio {
         if from_ms > to_ms || from_ms > last_start_ms || len == 0 {
             return to_ms;
         }
-        // Prefix sums of squared samples: the energy of any window in O(1).
-        let mut prefix = Vec::with_capacity(len + 1);
+        // Prefix sums of squared samples over the searched span only: the energy of any window
+        // in O(1), with memory for the span, not the recording.
+        let base = ms_to_index(from_ms, len);
+        let stop = ms_to_index(last_start_ms, len).saturating_add(window).min(len);
+        let mut prefix = Vec::with_capacity(stop - base + 1);
         prefix.push(0u64);
         let mut acc = 0u64;
-        for &s in &self.samples {
+        for &s in &self.samples[base..stop] {
             acc += (i64::from(s) * i64::from(s)) as u64;
             prefix.push(acc);
         }
@@ -182,7 +203,7 @@ impl Audio {
             if end <= start {
                 continue;
             }
-            let mean_square = (prefix[end] - prefix[start]) as f64 / (end - start) as f64;
+            let mean_square = (prefix[end - base] - prefix[start - base]) as f64 / (end - start) as f64;
             if best.is_none_or(|(energy, _)| mean_square < energy) {
                 let middle_ms = start_ms + ((end - start) as u64 / SAMPLES_PER_MS) / 2;
                 best = Some((mean_square, middle_ms));
@@ -282,13 +303,18 @@ pub enum AudioError {
         /// The configured limit.
         limit_ms: u64,
     },
+    /// The decoded audio could not be written where it was going (the server's disk, or the
+    /// request went away): a failure on this side, not the upload's.
+    #[error("the decoded audio could not be stored ({0})")]
+    Output(String),
 }
 
 impl AudioError {
     /// The HTTP status for this error: 400 empty/corrupt, 413 too large/too long, 415 unsupported
-    /// type/codec, 422 sample rate/channels/too short.
+    /// type/codec, 422 sample rate/channels/too short, 500 output failed.
     pub fn status(&self) -> u16 {
         match self {
+            AudioError::Output(_) => 500,
             AudioError::Empty | AudioError::Corrupt { .. } => 400,
             AudioError::TooLarge { .. } | AudioError::TooLong { .. } => 413,
             AudioError::UnsupportedType | AudioError::UnsupportedCodec { .. } => 415,
@@ -297,7 +323,23 @@ impl AudioError {
     }
 }
 
-/// Validate and decode an upload into 16 kHz mono PCM16.
+/// Validate and decode an upload into 16 kHz mono PCM16, collected in memory (for audio whose
+/// duration limit is short; long audio goes through [`decode_into`] to a file).
+pub fn decode(bytes: &[u8], limits: &AudioLimits) -> Result<Audio, AudioError> {
+    let mut samples = Vec::new();
+    let decoded = decode_into(bytes, limits, &mut samples)?;
+    Ok(Audio {
+        format: decoded.format,
+        codec: decoded.codec,
+        source_sample_rate: decoded.source_sample_rate,
+        source_channels: decoded.source_channels,
+        samples,
+    })
+}
+
+/// Validate and decode an upload into 16 kHz mono PCM16, handing the output to `out` block by
+/// block as it is decoded: memory stays the upload plus a few packet-sized buffers, whatever
+/// the duration.
 ///
 /// Steps: refuse empty and over-size input; detect the container with [`sniff()`]; demux with
 /// symphonia and take the default (else first) audio track; check sample rate and channels from
@@ -306,11 +348,13 @@ impl AudioError {
 /// resampler (skipped when the source is already 16 kHz; the final partial chunk is flushed so no
 /// tail is lost) and convert to `i16` with clamping. The duration is measured from the decoded
 /// samples, and decoding stops with [`AudioError::TooLong`] as soon as it passes the limit.
+/// An error from `out` stops decoding with [`AudioError::Output`]. Whatever went to `out` before
+/// an error is the caller's to discard.
 ///
 /// A packet that fails to decode is skipped; more than a few (or over 10 % of packets) and the
 /// file is refused as [`AudioError::Corrupt`], as are I/O and container errors. A panic inside a
 /// decoder on malformed input is caught and reported as `Corrupt` too.
-pub fn decode(bytes: &[u8], limits: &AudioLimits) -> Result<Audio, AudioError> {
+pub fn decode_into(bytes: &[u8], limits: &AudioLimits, out: &mut dyn PcmSink) -> Result<Decoded, AudioError> {
     if bytes.is_empty() {
         return Err(AudioError::Empty);
     }
@@ -318,7 +362,7 @@ pub fn decode(bytes: &[u8], limits: &AudioLimits) -> Result<Audio, AudioError> {
         return Err(AudioError::TooLarge { bytes: bytes.len(), limit: limits.max_bytes });
     }
     let format = sniff(bytes).ok_or(AudioError::UnsupportedType)?;
-    match panic::catch_unwind(AssertUnwindSafe(|| decode_container(bytes, format, limits))) {
+    match panic::catch_unwind(AssertUnwindSafe(|| decode_container(bytes, format, limits, out))) {
         Ok(result) => result,
         Err(_) => Err(AudioError::Corrupt { format, detail: "the decoder stopped on malformed data".to_owned() }),
     }

@@ -8,7 +8,7 @@ use symphonia::core::formats::FormatReader;
 
 use super::container::{PacketFailure, check_channels, check_sample_rate, read_packets};
 use super::resample::MonoSink;
-use super::{Audio, AudioError, AudioFormat, AudioLimits, TARGET_SAMPLE_RATE};
+use super::{AudioError, AudioFormat, AudioLimits, Decoded, PcmSink, TARGET_SAMPLE_RATE};
 
 /// Opus always runs at 48 kHz internally; this is the rate its timestamps and pre-skip use.
 const OPUS_INTERNAL_RATE: u32 = 48_000;
@@ -77,7 +77,8 @@ pub(super) fn decode_opus(
     params: &AudioCodecParameters,
     format: AudioFormat,
     limits: &AudioLimits,
-) -> Result<Audio, AudioError> {
+    out: &mut dyn PcmSink,
+) -> Result<Decoded, AudioError> {
     let corrupt = |detail: &str| AudioError::Corrupt { format, detail: detail.to_owned() };
     let head = params.extra_data.as_deref().and_then(OpusHead::parse).ok_or_else(|| corrupt("the Opus header (OpusHead) is invalid"))?;
     check_sample_rate(OPUS_INTERNAL_RATE, limits)?;
@@ -105,11 +106,11 @@ pub(super) fn decode_opus(
         let skip = pre_skip_left.min(end - start);
         pre_skip_left -= skip;
         start += skip;
-        sink.push_interleaved(&pcm[start * channels..end * channels], channels, gain)?;
+        sink.push_interleaved(&pcm[start * channels..end * channels], channels, gain, out)?;
         Ok(())
     })?;
-    let samples = sink.finish(limits)?;
-    Ok(Audio {
+    let samples = sink.finish(limits, out)?;
+    Ok(Decoded {
         format,
         codec: "opus".to_owned(),
         source_sample_rate: OPUS_INTERNAL_RATE,

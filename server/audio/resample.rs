@@ -1,11 +1,13 @@
 //! From decoded frames to the output samples: [`MonoSink`] averages channels to mono, measures
 //! the duration against the limit, and streams the result through a rubato FFT resampler to
-//! [`TARGET_SAMPLE_RATE`], converting to `i16`. Both decode paths (symphonia and Opus) feed it.
+//! [`TARGET_SAMPLE_RATE`], converting to `i16` and handing each block to the caller's
+//! [`PcmSink`] as soon as it is out of the resampler. Both decode paths (symphonia and Opus) feed
+//! it. Nothing here grows with the audio's duration.
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Indexing, Resampler, WindowFunction};
 
-use super::{AudioError, AudioFormat, AudioLimits, TARGET_SAMPLE_RATE};
+use super::{AudioError, AudioFormat, AudioLimits, PcmSink, TARGET_SAMPLE_RATE};
 
 /// Input chunk fed to the FFT resampler, in source frames.
 const RESAMPLER_CHUNK: usize = 4096;
@@ -15,7 +17,7 @@ const RESAMPLER_CHUNK: usize = 4096;
 const RESAMPLER_SUB_CHUNKS: usize = 2;
 
 /// Collects decoded audio: measures its duration against the limit, averages channels to mono,
-/// and streams it through the 16 kHz resampler.
+/// and streams it through the 16 kHz resampler to the output.
 pub(super) struct MonoSink {
     /// Rate of the samples pushed in.
     pub(super) rate: u32,
@@ -35,7 +37,7 @@ impl MonoSink {
     }
 
     /// Push `frames` frames of planar audio (one `Vec` per channel).
-    pub(super) fn push_planar(&mut self, planes: &[Vec<f32>], frames: usize) -> Result<(), AudioError> {
+    pub(super) fn push_planar(&mut self, planes: &[Vec<f32>], frames: usize, out: &mut dyn PcmSink) -> Result<(), AudioError> {
         self.mono.clear();
         match planes {
             [] => return Ok(()),
@@ -51,47 +53,54 @@ impl MonoSink {
                 self.mono.iter_mut().for_each(|s| *s *= scale);
             }
         }
-        self.flush_mono(frames)
+        self.flush_mono(frames, out)
     }
 
     /// Push interleaved frames, scaled by `gain`.
-    pub(super) fn push_interleaved(&mut self, pcm: &[f32], channels: usize, gain: f32) -> Result<(), AudioError> {
+    pub(super) fn push_interleaved(&mut self, pcm: &[f32], channels: usize, gain: f32, out: &mut dyn PcmSink) -> Result<(), AudioError> {
         let scale = gain / channels as f32;
         self.mono.clear();
         self.mono.extend(pcm.chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() * scale));
-        self.flush_mono(pcm.len() / channels)
+        self.flush_mono(pcm.len() / channels, out)
     }
 
-    fn flush_mono(&mut self, frames: usize) -> Result<(), AudioError> {
+    fn flush_mono(&mut self, frames: usize, out: &mut dyn PcmSink) -> Result<(), AudioError> {
         self.frames += frames as u64;
         if self.frames.saturating_mul(1000) > self.limit_ms.saturating_mul(u64::from(self.rate)) {
             return Err(AudioError::TooLong { duration_ms: self.duration_ms(), limit_ms: self.limit_ms });
         }
         let format = self.format;
-        self.resampler.push(&self.mono).map_err(|detail| AudioError::Corrupt { format, detail })
+        self.resampler.push(&self.mono).map_err(|detail| AudioError::Corrupt { format, detail })?;
+        self.resampler.emit(out)
     }
 
     fn duration_ms(&self) -> u64 {
         self.frames * 1000 / u64::from(self.rate)
     }
 
-    /// Flush the resampler and check the minimum duration.
-    pub(super) fn finish(self, limits: &AudioLimits) -> Result<Vec<i16>, AudioError> {
+    /// Check the minimum duration, flush the resampler's tail to `out`, and return the number of
+    /// samples written in all.
+    pub(super) fn finish(mut self, limits: &AudioLimits, out: &mut dyn PcmSink) -> Result<u64, AudioError> {
         let duration_ms = self.duration_ms();
         if duration_ms < limits.min_duration_ms {
             return Err(AudioError::TooShort { duration_ms, min_ms: limits.min_duration_ms });
         }
         let format = self.format;
-        self.resampler.finish().map_err(|detail| AudioError::Corrupt { format, detail })
+        self.resampler.flush().map_err(|detail| AudioError::Corrupt { format, detail })?;
+        self.resampler.emit(out)?;
+        Ok(self.resampler.written)
     }
 }
 
 /// Streaming mono resampler to [`TARGET_SAMPLE_RATE`]: rubato's FFT resampler fed in fixed
 /// input chunks, with its start-up delay trimmed and its tail flushed so the output is exactly
 /// `ceil(input_frames * 16000 / rate)` samples aligned with the input. A pass-through at 16 kHz.
+/// Output waits in `staged` only until [`StreamResampler::emit`] hands it on.
 struct StreamResampler {
     inner: Option<FftState>,
-    out: Vec<i16>,
+    staged: Vec<i16>,
+    /// Samples handed to the output so far.
+    written: u64,
 }
 
 struct FftState {
@@ -108,7 +117,7 @@ struct FftState {
 impl StreamResampler {
     fn new(rate: u32) -> Result<Self, rubato::ResamplerConstructionError> {
         if rate == TARGET_SAMPLE_RATE {
-            return Ok(StreamResampler { inner: None, out: Vec::new() });
+            return Ok(StreamResampler { inner: None, staged: Vec::new(), written: 0 });
         }
         let fft = Fft::<f32>::new_custom(
             rate as usize,
@@ -122,41 +131,56 @@ impl StreamResampler {
         let scratch = vec![0.0; fft.output_frames_max()];
         let delay_left = fft.output_delay();
         let state = FftState { fft, rate, pending: Vec::new(), scratch, delay_left, frames_in: 0 };
-        Ok(StreamResampler { inner: Some(state), out: Vec::new() })
+        Ok(StreamResampler { inner: Some(state), staged: Vec::new(), written: 0 })
     }
 
     fn push(&mut self, mono: &[f32]) -> Result<(), String> {
         let Some(state) = &mut self.inner else {
-            self.out.extend(mono.iter().map(|s| to_i16(*s)));
+            self.staged.extend(mono.iter().map(|s| to_i16(*s)));
             return Ok(());
         };
         state.frames_in += mono.len() as u64;
         state.pending.extend_from_slice(mono);
         let mut consumed = 0;
         while state.pending.len() - consumed >= state.fft.input_frames_next() {
-            let used = state.process(consumed, None, &mut self.out)?;
+            let used = state.process(consumed, None, &mut self.staged)?;
             consumed += used;
         }
         state.pending.drain(..consumed);
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<i16>, String> {
+    /// Hands the staged output to `out`.
+    fn emit(&mut self, out: &mut dyn PcmSink) -> Result<(), AudioError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        out.write(&self.staged).map_err(|err| AudioError::Output(err.to_string()))?;
+        self.written += self.staged.len() as u64;
+        self.staged.clear();
+        Ok(())
+    }
+
+    /// Stages the tail: what is left as a partial chunk, then silence until the delayed output is
+    /// out, cut to the exact output length.
+    fn flush(&mut self) -> Result<(), String> {
         let Some(state) = &mut self.inner else {
-            return Ok(self.out);
+            return Ok(());
         };
         let rate = u64::from(state.rate);
-        let expected = usize::try_from((state.frames_in * u64::from(TARGET_SAMPLE_RATE)).div_ceil(rate)).unwrap_or(usize::MAX);
-        // Feed what is left as a partial chunk, then silence, until the delayed tail is out.
+        let expected = (state.frames_in * u64::from(TARGET_SAMPLE_RATE)).div_ceil(rate);
+        let written = self.written;
+        let missing = |staged: &Vec<i16>| expected.saturating_sub(written).saturating_sub(staged.len() as u64);
         let mut consumed = 0;
         let mut rounds = 0;
-        while self.out.len() < expected && rounds < 10_000 {
+        while missing(&self.staged) > 0 && rounds < 10_000 {
             let partial = (state.pending.len() - consumed).min(state.fft.input_frames_next());
-            consumed += state.process(consumed, Some(partial), &mut self.out)?;
+            consumed += state.process(consumed, Some(partial), &mut self.staged)?;
             rounds += 1;
         }
-        self.out.truncate(expected);
-        Ok(self.out)
+        let keep = usize::try_from(expected.saturating_sub(written)).unwrap_or(usize::MAX);
+        self.staged.truncate(keep);
+        Ok(())
     }
 }
 

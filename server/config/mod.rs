@@ -261,7 +261,7 @@ impl Config {
         let g = &self.gateway;
         let a = &self.alignment;
         let al = &self.alerts;
-        let positive: [(&'static str, u64); 17] = [
+        let positive: [(&'static str, u64); 20] = [
             ("alerts.window_s", al.window_s),
             ("alerts.poll_ms", al.poll_ms),
             ("alerts.evaluate_ms", al.evaluate_ms),
@@ -278,6 +278,9 @@ impl Config {
             ("alignment.job_heartbeat_s", a.job_heartbeat_s),
             ("alignment.job_idle_poll_ms", a.job_idle_poll_ms),
             ("alignment.job_retry_base_ms", a.job_retry_base_ms),
+            ("alignment.job_max_duration_s", a.job_max_duration_s),
+            ("alignment.max_concurrent_decodes", a.max_concurrent_decodes as u64),
+            ("alignment.max_concurrent_decodes_per_tenant", a.max_concurrent_decodes_per_tenant as u64),
             ("usage.flush_interval_ms", self.usage.flush_interval_ms),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
@@ -288,6 +291,12 @@ impl Config {
         }
         if !al.smtp_url.is_empty() && al.from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(ConfigError::invalid("alerts.from", "must be a mail address, e.g. Gatehouse <alerts@example.com>"));
+        }
+        // A job's audio is stored as one 16 kHz mono PCM16 WAV file.
+        if a.job_max_duration_s.saturating_mul(u64::from(crate::audio::TARGET_SAMPLE_RATE) * 2)
+            > u64::from(crate::audio::MAX_WAV_DATA_BYTES)
+        {
+            return Err(ConfigError::invalid("alignment.job_max_duration_s", "must be at most 134000 (a WAV file holds about 37 hours)"));
         }
         if a.job_stale_after_s <= a.job_heartbeat_s {
             return Err(ConfigError::invalid("alignment.job_stale_after_s", "must be longer than alignment.job_heartbeat_s"));

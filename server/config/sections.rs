@@ -302,8 +302,13 @@ pub struct AlignmentConfig {
     /// Longest audio `POST /v1/audio/alignments` takes, seconds: the model's per-call ceiling.
     /// Longer audio goes to the jobs route, which cuts it into chunks of at most this length.
     pub max_duration_s: u64,
-    /// Longest audio an alignment job takes, seconds.
+    /// Longest audio an alignment job takes, seconds: decoding stops (413) as soon as the decoded
+    /// stream passes it. At most 134000 (a WAV file holds about 37 hours).
     pub job_max_duration_s: u64,
+    /// Audio uploads this instance decodes at once (both alignment routes); past it: 503.
+    pub max_concurrent_decodes: usize,
+    /// Audio uploads one tenant has decoded at once on this instance; past it: 429.
+    pub max_concurrent_decodes_per_tenant: usize,
     /// Longest transcript, characters (after control characters are removed).
     pub max_transcript_chars: usize,
     /// Most words per second of audio a transcript may have (space-delimited languages).
@@ -331,6 +336,8 @@ impl Default for AlignmentConfig {
         AlignmentConfig {
             max_duration_s: 300,
             job_max_duration_s: 4 * 3600,
+            max_concurrent_decodes: 8,
+            max_concurrent_decodes_per_tenant: 4,
             max_transcript_chars: 100_000,
             max_words_per_second: 8.0,
             max_chars_per_second: 15.0,

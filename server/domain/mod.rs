@@ -5,6 +5,7 @@ pub mod alignment;
 pub mod ids;
 pub mod net;
 pub mod scope;
+pub mod slots;
 pub mod states;
 pub mod tenant;
 
@@ -12,5 +13,6 @@ pub use alignment::*;
 pub use ids::*;
 pub use net::*;
 pub use scope::*;
+pub use slots::*;
 pub use states::*;
 pub use tenant::*;

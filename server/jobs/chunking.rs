@@ -1,5 +1,7 @@
 //! Aligning one job chunk by chunk (the scheme is described in `jobs`): where a chunk ends, which
 //! transcript units it gets, which aligned units are kept, and the saved progress after each.
+//! Each chunk's audio is read from the job's file when its turn comes (`read_chunk`): the runner
+//! holds one chunk at a time, never the recording.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{JobEnd, JobRunner, Params, Progress};
 use crate::actors::inference_queue::{AlignFailure, AlignItem, ItemResult};
-use crate::audio::Audio;
+use crate::audio::WavFileReader;
 use crate::db::jobs::{self, Job};
 use crate::domain::{AlignedUnit, TenantId, Unit, language};
 use crate::metering::UsageEvent;
@@ -54,11 +56,12 @@ impl JobRunner {
         };
         let tenant = TenantId::from_trusted(job.tenant_id.clone());
         let path = self.audio_path(&job.id);
-        let audio = match tokio::task::spawn_blocking(move || read_wav(&path)).await {
-            Ok(Ok(audio)) => audio,
-            _ => return JobEnd::Failed(job_error("audio_missing", "the job's stored audio could not be read"), job.chunks_done),
+        let audio_missing = || JobEnd::Failed(job_error("audio_missing", "the job's stored audio could not be read"), job.chunks_done);
+        let opened = path.clone();
+        let duration = match tokio::task::spawn_blocking(move || WavFileReader::open(&opened).map(|f| f.duration_ms())).await {
+            Ok(Ok(duration)) => duration,
+            _ => return audio_missing(),
         };
-        let duration = audio.duration_ms();
         let ceiling = self.config.max_duration_s * 1000;
         let (units, sep) = units(&params.text, lang.unit);
         let mut progress: Progress = job.result.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
@@ -78,10 +81,10 @@ impl JobRunner {
             let start = progress.offset_ms;
             let remaining = duration - start;
             let last = remaining <= ceiling;
-            let end = if last {
-                duration
-            } else {
-                audio.quietest_point(start + ceiling * 3 / 4, start + ceiling - 250, 200).min(start + ceiling)
+            let file = path.clone();
+            let (end, wav) = match tokio::task::spawn_blocking(move || read_chunk(&file, start, ceiling, last)).await {
+                Ok(Ok(chunk)) => chunk,
+                _ => return audio_missing(),
             };
             let rest = units.len() - progress.next_unit;
             let take = if last {
@@ -93,7 +96,7 @@ impl JobRunner {
             let chunk_units = &units[progress.next_unit..progress.next_unit + take];
             let item = AlignItem {
                 model: Arc::from(job.model.as_str()),
-                wav: audio.slice(start, end).to_wav().into(),
+                wav: wav.into(),
                 text: chunk_units.join(sep),
                 language: lang.name,
                 audio_ms: end - start,
@@ -220,12 +223,15 @@ enum ChunkResult {
     Refused(String, String),
 }
 
-fn read_wav(path: &std::path::Path) -> anyhow::Result<Audio> {
-    let reader = hound::WavReader::open(path)?;
-    let spec = reader.spec();
-    anyhow::ensure!(spec.sample_rate == crate::audio::TARGET_SAMPLE_RATE && spec.channels == 1, "unexpected stored audio format");
-    let samples = reader.into_samples::<i16>().collect::<Result<Vec<_>, _>>()?;
-    Ok(Audio::from_pcm16(samples))
+/// The chunk of the job's audio that starts at `start` ms: to the end of the file if it is the
+/// last, else to the quietest 200 ms of its last quarter (at most `ceiling` ms). Reads at most
+/// `ceiling` ms of the file. Returns where the chunk ends and its WAV bytes.
+fn read_chunk(path: &std::path::Path, start: u64, ceiling: u64, last: bool) -> std::io::Result<(u64, Vec<u8>)> {
+    let mut file = WavFileReader::open(path)?;
+    let mut audio = file.read(start, start.saturating_add(ceiling))?;
+    let length = if last { audio.duration_ms() } else { audio.quietest_point(ceiling * 3 / 4, ceiling - 250, 200).min(ceiling) };
+    audio.samples.truncate(usize::try_from(length.saturating_mul(crate::audio::TARGET_SAMPLE_RATE as u64 / 1000)).unwrap_or(usize::MAX));
+    Ok((start + length, audio.to_wav()))
 }
 
 #[cfg(test)]

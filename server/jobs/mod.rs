@@ -1,8 +1,9 @@
 //! The `JobRunner`: works on alignment jobs for long audio, which `POST /v1/audio/alignments/jobs`
 //! creates (the HTTP side lives in `routes::v1::alignments::jobs`).
 //!
-//! A job is a row in `jobs` plus its audio (checked, decoded, stored as 16 kHz mono WAV under
-//! `alignment.jobs_dir`). Runners on every instance claim runnable jobs with `SKIP LOCKED`, and
+//! A job is a row in `jobs` plus its audio (checked, and decoded as it streams into a 16 kHz mono
+//! WAV file under `alignment.jobs_dir`, by the route). The runner reads that file one chunk at a
+//! time, so memory stays bounded by `alignment.max_duration_s`, not by the job's duration. Runners on every instance claim runnable jobs with `SKIP LOCKED`, and
 //! keep a claimed job's `updated_at` fresh; a job whose instance died is taken over once that
 //! heartbeat is 60 s old, and a graceful shutdown puts its jobs back in the queue at once.
 //!
@@ -159,20 +160,6 @@ impl JobRunner {
     /// When a job that ends now is deleted.
     pub fn expiry(&self) -> chrono::DateTime<chrono::Utc> {
         chrono::Utc::now() + chrono::Duration::days(i64::from(self.config.job_retention_days))
-    }
-
-    /// Stores a new job's audio (on a blocking thread).
-    pub async fn store_audio(&self, id: &str, wav: Vec<u8>) -> anyhow::Result<PathBuf> {
-        let dir = self.config.jobs_dir.clone();
-        let path = self.audio_path(id);
-        let target = path.clone();
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir)?;
-            std::fs::write(&target, wav)
-        })
-        .await?
-        .map_err(|e| anyhow::anyhow!("storing job audio in {}: {e}", path.display()))?;
-        Ok(path)
     }
 
     /// Removes a job's audio (on a blocking thread); a file already gone is fine.

@@ -131,55 +131,6 @@ impl ExportWriter {
     }
 }
 
-/// Bounds on concurrent exports: per tenant (operators' all-tenant exports count as one tenant)
-/// and in all. A slot is held from the first page to the last and freed when dropped.
-#[derive(Default)]
-pub struct ExportSlots {
-    per_tenant: usize,
-    total: usize,
-    held: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-}
-
-impl ExportSlots {
-    pub fn new(per_tenant: usize, total: usize) -> ExportSlots {
-        ExportSlots { per_tenant, total, held: Default::default() }
-    }
-
-    /// A slot for an export of `key` (a tenant id, or `*` for all tenants), if one is free.
-    pub fn try_take(self: &std::sync::Arc<Self>, key: &str) -> Option<OwnedExportSlot> {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let total: usize = held.values().sum();
-        let mine = held.get(key).copied().unwrap_or(0);
-        if total >= self.total || mine >= self.per_tenant {
-            return None;
-        }
-        held.insert(key.to_owned(), mine + 1);
-        Some(OwnedExportSlot { slots: self.clone(), key: key.to_owned() })
-    }
-
-    fn release(&self, key: &str) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = held.get_mut(key) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(key);
-            }
-        }
-    }
-}
-
-/// An export slot that can move into the task that streams the export.
-pub struct OwnedExportSlot {
-    slots: std::sync::Arc<ExportSlots>,
-    key: String,
-}
-
-impl Drop for OwnedExportSlot {
-    fn drop(&mut self) {
-        self.slots.release(&self.key);
-    }
-}
-
 /// How usage is grouped: by day (tenant time zone), model or credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -218,18 +169,6 @@ mod tests {
         for bad in ["2026-13", "2026-1", "nov", "2026-11-01", ""] {
             assert!(Month::parse(bad).is_none(), "{bad}");
         }
-    }
-
-    #[test]
-    fn export_slots_bound_each_tenant_and_the_total() {
-        let slots = std::sync::Arc::new(ExportSlots::new(2, 3));
-        let a1 = slots.try_take("a").unwrap();
-        let _a2 = slots.try_take("a").unwrap();
-        assert!(slots.try_take("a").is_none(), "two per tenant");
-        let _b1 = slots.try_take("b").unwrap();
-        assert!(slots.try_take("c").is_none(), "three in all");
-        drop(a1);
-        assert!(slots.try_take("c").is_some(), "a finished export frees its slot");
     }
 
     #[test]

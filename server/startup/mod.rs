@@ -23,10 +23,10 @@ use crate::admission::{Admitter, PolicyStore};
 use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::db::{Db, redact_url};
+use crate::domain::Slots;
 use crate::edge::Edge;
 use crate::jobs::JobRunner;
 use crate::limits::RateLimiter;
-use crate::metering::report::ExportSlots;
 use crate::state::{AppState, UpstreamClient};
 use crate::tasks::Supervisor;
 use crate::tasks::audit_writer::AuditLog;
@@ -108,7 +108,8 @@ impl Application {
             usage,
             jobs,
             tasks,
-            exports: Arc::new(ExportSlots::new(config.usage.max_exports_per_tenant, config.usage.max_exports)),
+            exports: Arc::new(Slots::new(config.usage.max_exports_per_tenant, config.usage.max_exports)),
+            decodes: Arc::new(Slots::new(config.alignment.max_concurrent_decodes_per_tenant, config.alignment.max_concurrent_decodes)),
             alerts,
             edge: edge.clone(),
         });

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::helpers::{TEST_MASTER_KEY, TestApp, TestDb, eventually, seed};
 
-const MODEL: &str = "Qwen/Qwen3-ForcedAligner-0.6B";
+pub(crate) const MODEL: &str = "Qwen/Qwen3-ForcedAligner-0.6B";
 const WORDS: &str = "the quick brown fox jumps over the lazy dog";
 
 pub(crate) fn aligner(tweak: impl FnOnce(&mut SimulatorConfig)) -> (u16, actix_web::dev::ServerHandle) {
@@ -59,7 +59,7 @@ pub(crate) async fn world(
     World { app: TestApp::spawn_on(db, tweak).await, tenant, key }
 }
 
-fn add_pool(db: &TestDb, ports: &[u16], batch_max_items: i32, batch_max_wait_ms: i32) {
+pub(crate) fn add_pool(db: &TestDb, ports: &[u16], batch_max_items: i32, batch_max_wait_ms: i32) {
     let master = gatehouse::auth::seal::MasterKey::from_config(&gatehouse::config::Secret::new(TEST_MASTER_KEY)).unwrap();
     let mut conn = db.conn();
     let req = CreatePoolRequest {
@@ -304,7 +304,7 @@ async fn chat_requests_naming_an_aligner_model_get_404_and_never_reach_the_align
     assert_eq!(received(port).await.0, 0, "the aligner got nothing");
 }
 
-async fn job_status(app: &TestApp, key: &str, id: &str) -> Value {
+pub(crate) async fn job_status(app: &TestApp, key: &str, id: &str) -> Value {
     app.get_with(&format!("/v1/audio/alignments/jobs/{id}"), key).await.json().await.unwrap()
 }
 

@@ -271,7 +271,12 @@ impl TestApp {
 
 /// The `gatehouse` binary with a clean environment (no inherited database or config settings).
 pub fn gatehouse() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    gatehouse_at(Path::new(env!("CARGO_BIN_EXE_gatehouse")))
+}
+
+/// A `gatehouse` binary at `path` (another build of it), with a clean environment.
+pub fn gatehouse_at(path: &Path) -> Command {
+    let mut cmd = Command::new(path);
     for (key, _) in std::env::vars() {
         if key == "DATABASE_URL" || key == "RUST_LOG" || key.starts_with("GATEHOUSE") {
             cmd.env_remove(key);

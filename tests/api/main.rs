@@ -7,6 +7,7 @@ mod admission;
 mod alert_rules;
 mod alert_stores;
 mod alerts;
+mod alignment_bounds;
 mod alignments;
 mod architecture;
 mod bearer;

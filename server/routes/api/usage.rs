@@ -146,7 +146,7 @@ pub async fn export_all_usage(
 /// client slows its own export and nothing else.
 fn stream_export(state: &AppState, tenant: Option<TenantId>, month: Month, format: Format, period: &str) -> Result<HttpResponse, ApiError> {
     let key = tenant.as_ref().map_or("*", TenantId::as_str).to_owned();
-    let slot = state.exports.try_take(&key).ok_or_else(|| ApiError::RateLimited {
+    let slot = state.exports.try_take(&key).map_err(|_| ApiError::RateLimited {
         message: "too many usage exports are running; retry when one finishes".into(),
         retry_after: Duration::from_secs(5),
         code: "too_many_exports",

@@ -23,9 +23,7 @@ use serde_json::json;
 use crate::actors::inference_queue::{AlignFailure, AlignItem, ItemResult};
 use crate::admission::{Admitted, Gate, TenantPolicy, align_failure};
 use crate::audio::{Audio, AudioError, AudioLimits};
-use crate::domain::AUDIO_ALIGN;
-use crate::domain::PoolKind;
-use crate::domain::{LANGUAGES, Language, Unit, language};
+use crate::domain::{AUDIO_ALIGN, LANGUAGES, Language, PoolKind, Slot, SlotsFull, TenantId, Unit, language};
 use crate::error::ApiError;
 use crate::extract::Principal;
 use crate::limits::Demand;
@@ -145,6 +143,21 @@ pub fn count_units(text: &str, unit: Unit) -> usize {
     }
 }
 
+/// An alignment request whose form, language, model and transcript are checked; its audio is
+/// read but not decoded yet (`decode_slot`, then `decode` or the jobs route's decode to a file).
+pub struct Request {
+    pub file: Vec<u8>,
+    pub text: String,
+    /// Words (or characters) in the transcript.
+    pub units: usize,
+    pub language: &'static Language,
+    pub route: Arc<PoolRoute>,
+    pub model: String,
+    pub policy: Arc<TenantPolicy>,
+    /// The bounds the decode applies.
+    pub limits: AudioLimits,
+}
+
 /// A checked alignment request, ready to queue.
 pub struct Checked {
     pub audio: Audio,
@@ -155,8 +168,9 @@ pub struct Checked {
     pub policy: Arc<TenantPolicy>,
 }
 
-fn audio_error(e: AudioError, jobs_hint: bool) -> ApiError {
+pub fn audio_error(e: AudioError, jobs_hint: bool) -> ApiError {
     let code = match e {
+        AudioError::Output(cause) => return ApiError::Internal(anyhow::anyhow!("decoded audio not stored: {cause}")),
         AudioError::Empty => "empty_file",
         AudioError::TooLarge { .. } => "file_too_large",
         AudioError::UnsupportedType => "unsupported_audio_type",
@@ -174,15 +188,15 @@ fn audio_error(e: AudioError, jobs_hint: bool) -> ApiError {
     input(e.status(), code, "file", message)
 }
 
-/// Reads and checks an alignment request: everything short of queueing it.
-pub async fn check(
+/// Reads and checks an alignment request, all but its audio: the form (the file up to the
+/// plan's size), language, model and transcript.
+pub async fn read_request(
     gate: &mut Gate<'_>,
     state: &AppState,
     req: &HttpRequest,
     payload: web::Payload,
     max_duration_ms: u64,
-    for_job: bool,
-) -> Result<Checked, ApiError> {
+) -> Result<Request, ApiError> {
     gate.principal().require(AUDIO_ALIGN)?;
     let cfg = &state.config.alignment;
     let policy = gate.policy().await?;
@@ -226,15 +240,34 @@ pub async fn check(
     if units == 0 {
         return Err(input(400, "invalid_request", "text", "the transcript has no words to align"));
     }
-
     let limits = AudioLimits { max_bytes: max_file, max_duration_ms, ..AudioLimits::default() };
-    let file = form.file;
-    let audio = web::block(move || crate::audio::decode(&file, &limits))
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("audio decoding task failed: {e}")))?
-        .map_err(|e| audio_error(e, !for_job))?;
+    Ok(Request { file: form.file, text, units, language, route, model, policy, limits })
+}
 
-    let seconds = audio.duration_ms() as f64 / 1000.0;
+/// A slot to decode one upload of this tenant's, taken once its body is read (a slow upload
+/// holds none) and held until the decode ends. Refused at once, never queued: 429 when the
+/// tenant has `alignment.max_concurrent_decodes_per_tenant` decodes running on this instance,
+/// 503 when the instance has `alignment.max_concurrent_decodes`.
+pub fn decode_slot(state: &AppState, tenant: &TenantId) -> Result<Slot, ApiError> {
+    const RETRY_AFTER: Duration = Duration::from_secs(2);
+    state.decodes.try_take(tenant.as_str()).map_err(|full| match full {
+        SlotsFull::Key => ApiError::RateLimited {
+            message: format!("this tenant has {} audio uploads being decoded already; retry when one finishes", state.decodes.per_key()),
+            retry_after: RETRY_AFTER,
+            code: "too_many_audio_decodes",
+        },
+        SlotsFull::Total => ApiError::Unavailable {
+            message: "the server is decoding as many audio uploads as it takes at once; retry shortly".into(),
+            retry_after: RETRY_AFTER,
+        },
+    })
+}
+
+/// The transcript has no more units than `max_words_per_second` (or characters) allow for
+/// audio of `duration_ms`.
+pub fn check_plausible(state: &AppState, units: usize, language: &Language, duration_ms: u64) -> Result<(), ApiError> {
+    let cfg = &state.config.alignment;
+    let seconds = duration_ms as f64 / 1000.0;
     let (rate, per) = match language.unit {
         Unit::Word => (cfg.max_words_per_second, "words"),
         Unit::Character => (cfg.max_chars_per_second, "characters"),
@@ -247,6 +280,23 @@ pub async fn check(
             format!("the transcript has {units} {per} for {seconds:.1} s of audio; at most {rate} {per} per second are plausible"),
         ));
     }
+    Ok(())
+}
+
+/// Reads, decodes (in memory: the synchronous route's audio is short) and checks an alignment
+/// request: everything short of queueing it.
+async fn check(gate: &mut Gate<'_>, state: &AppState, req: &HttpRequest, payload: web::Payload) -> Result<Checked, ApiError> {
+    let max_ms = state.config.alignment.max_duration_s * 1000;
+    let Request { file, text, units, language, route, model, policy, limits } = read_request(gate, state, req, payload, max_ms).await?;
+    let slot = decode_slot(state, &gate.principal().tenant_id)?;
+    let audio = web::block(move || {
+        let _slot = slot;
+        crate::audio::decode(&file, &limits)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("audio decoding task failed: {e}")))?
+    .map_err(|e| audio_error(e, true))?;
+    check_plausible(state, units, language, audio.duration_ms())?;
     Ok(Checked { audio, text, language, route, model, policy })
 }
 
@@ -259,8 +309,7 @@ pub async fn post_alignment(principal: Principal, state: web::Data<AppState>, re
 
 async fn align(gate: &mut Gate<'_>, state: &AppState, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let max_ms = state.config.alignment.max_duration_s * 1000;
-    let Checked { audio, text, language, route, model, policy } = check(gate, state, &req, payload, max_ms, false).await?;
+    let Checked { audio, text, language, route, model, policy } = check(gate, state, &req, payload).await?;
     let audio_ms = audio.duration_ms();
     let demand = Demand { tokens: 0, audio_seconds: audio_ms.div_ceil(1000) };
     let Admitted { limits: mut admission, quota: _quota } =
