@@ -25,6 +25,7 @@ mod metrics_contract;
 mod migrations;
 mod oauth;
 mod pools;
+mod prompt_rules;
 mod readiness;
 mod shutdown;
 mod signing_keys;

@@ -127,6 +127,8 @@ impl utoipa::Modify for SecurityAddon {
         crate::service::workers::PoolResponse,
         crate::service::workers::WorkerResponse,
         crate::service::tenants::UpdateTenantRequest,
+        crate::domain::prompt_rules::PackChoice,
+        crate::domain::prompt_rules::RuleAction,
         crate::service::plans::PlanSpec,
         crate::service::plans::PlanView,
         crate::service::plans::CredentialLimits,
