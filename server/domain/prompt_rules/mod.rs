@@ -1,6 +1,7 @@
 //! Prompt rule packs: opt-in sets of rules against common prompt-injection, jailbreak and
 //! exfiltration phrasings. The rules live in `packs.toml` (embedded, documented in
-//! docs/prompt-rules.md) and are compiled once per process into one `RegexSet` (`Catalogue`).
+//! docs/prompt-rules.md) and are compiled once per process into one `RegexSet` (`Catalogue`), with
+//! a leftmost-first alternation of the same rules in front of it for texts that match none.
 //! A tenant chooses packs, each with an optional action override (`PackChoice`); its `Selection`
 //! only decides which of the set's matches count and what they do, so changing a tenant's packs
 //! compiles nothing. A prompt is scanned once, whatever the number of packs.
@@ -91,6 +92,9 @@ pub struct Catalogue {
     packs: Vec<Pack>,
     rules: Vec<Rule>,
     set: regex::bytes::RegexSet,
+    /// The same patterns as one leftmost-first alternation: where the first match of any rule
+    /// starts (no rule matches before it), found by the faster non-overlapping search.
+    first: regex::bytes::Regex,
 }
 
 static EMBEDDED: LazyLock<Result<Arc<Catalogue>, CatalogueError>> = LazyLock::new(|| Catalogue::parse(PACKS_TOML).map(Arc::new));
@@ -113,12 +117,17 @@ fn expand(pattern: &str) -> String {
     out
 }
 
+// Byte-oriented and ASCII case-insensitive: the lazy DFA never has to give up on a Unicode word
+// boundary in a non-English prompt, and its states stay few.
 fn builder<I: IntoIterator<Item = String>>(patterns: I) -> regex::bytes::RegexSetBuilder {
     let mut b = regex::bytes::RegexSetBuilder::new(patterns);
-    // Byte-oriented and ASCII case-insensitive: the lazy DFA never has to give up on a
-    // Unicode word boundary in a non-English prompt, and its states stay few.
     b.case_insensitive(true).unicode(false).size_limit(16 << 20).dfa_size_limit(16 << 20);
     b
+}
+
+fn alternation(patterns: &[String]) -> Result<regex::bytes::Regex, regex::Error> {
+    let joined = patterns.iter().map(|p| format!("(?:{p})")).collect::<Vec<_>>().join("|");
+    regex::bytes::RegexBuilder::new(&joined).case_insensitive(true).unicode(false).size_limit(16 << 20).dfa_size_limit(16 << 20).build()
 }
 
 fn is_name(s: &str) -> bool {
@@ -166,8 +175,10 @@ impl Catalogue {
             }
             builder([expand(&r.pattern)]).build().map_err(|e| fail(format!("the pattern does not compile: {e}")))?;
         }
-        let set = builder(file.rules.iter().map(|r| expand(&r.pattern))).build().map_err(|e| CatalogueError::Set(e.to_string()))?;
-        Ok(Catalogue { packs: file.packs, rules: file.rules, set })
+        let patterns: Vec<String> = file.rules.iter().map(|r| expand(&r.pattern)).collect();
+        let set = builder(patterns.iter().cloned()).build().map_err(|e| CatalogueError::Set(e.to_string()))?;
+        let first = alternation(&patterns).map_err(|e| CatalogueError::Set(e.to_string()))?;
+        Ok(Catalogue { packs: file.packs, rules: file.rules, set, first })
     }
 
     pub fn packs(&self) -> &[Pack] {
@@ -182,9 +193,16 @@ impl Catalogue {
         self.packs.iter().find(|p| p.name == name)
     }
 
-    /// The indexes (into `rules`) of every rule the text matches: one pass over the text.
+    /// The indexes (into `rules`) of every rule the text matches. A text that matches no rule
+    /// (most) costs one non-overlapping pass; otherwise the set reports every rule that matches
+    /// from where the first match starts, which no match precedes (look-around still sees the
+    /// text before it).
     pub fn scan(&self, text: &str) -> Vec<usize> {
-        self.set.matches(text.as_bytes()).into_iter().collect()
+        let bytes = text.as_bytes();
+        match self.first.find(bytes) {
+            None => Vec::new(),
+            Some(m) => self.set.matches_at(bytes, m.start()).into_iter().collect(),
+        }
     }
 
     /// Checks a tenant's choice of packs: each pack known and listed once.

@@ -83,6 +83,27 @@ fn every_rule_is_caught_by_some_attack_in_the_corpus() {
 }
 
 #[test]
+fn the_scan_finds_what_one_overlapping_pass_over_the_whole_text_finds() {
+    let c = catalogue();
+    let corpus = corpus();
+    let filler = "Please review the quarterly figures; ignore the typos, and show me the result. ";
+    let mut texts: Vec<String> = corpus.benign.clone();
+    for a in &corpus.attack {
+        texts.push(a.text.clone());
+        // Attacks next to, inside and around each other, after and before ordinary text.
+        texts.push(format!("{}{}{}", filler.repeat(20), a.text, filler));
+        for b in corpus.attack.iter().step_by(7) {
+            texts.push(format!("{} {}", a.text, b.text));
+            texts.push(format!("{}{}", b.text.trim_end_matches('.'), a.text));
+        }
+    }
+    for t in &texts {
+        let whole: Vec<usize> = c.set.matches(t.as_bytes()).into_iter().collect();
+        assert_eq!(c.scan(t), whole, "{t:?}");
+    }
+}
+
+#[test]
 fn a_match_inside_a_long_prompt_is_found_once_and_the_text_is_scanned_to_its_end() {
     let c = catalogue();
     let mut text = "Please review the quarterly figures and suggest improvements. ".repeat(200);
