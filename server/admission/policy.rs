@@ -1,6 +1,6 @@
 //! What a tenant's plan and settings allow, and what a credential's overrides change: the request
-//! policy every `/v1` handler applies before queueing (models, `max_tokens` caps, prompt size and
-//! deny patterns), the rate limits and the quotas. `PolicyStore` caches both for
+//! policy every `/v1` handler applies before queueing (models, `max_tokens` caps, prompt size,
+//! deny patterns and prompt rule packs), the rate limits and the quotas. `PolicyStore` caches both for
 //! `gateway.policy_cache_ttl_ms` (5 s by default), so a plan or limit change takes effect within
 //! that time without a restart; changes made on this instance invalidate at once.
 
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::auth::service::{BearerError, CredentialKind, Principal};
 use crate::db::{Db, DbError, api_keys, clients, plans, tenants};
+use crate::domain::prompt_rules::{Catalogue, Hit, PackChoice, Selection};
 use crate::domain::{ClientId, TenantId};
 use crate::error::{ApiError, Realm};
 use crate::limits::{Limits, Subject};
@@ -23,6 +24,9 @@ pub struct TenantPolicy {
     pub max_prompt_chars: Option<usize>,
     /// The tenant's prompt deny patterns, compiled (case-insensitive).
     pub deny_patterns: Vec<regex::Regex>,
+    /// The prompt rule packs the tenant enabled (none: the prompt is not scanned). The rules
+    /// are compiled once per process; this only says which matches count and what they do.
+    pub prompt_rules: Option<Selection>,
     pub max_audio_bytes: u64,
     pub limits: Limits,
     pub quotas: Quotas,
@@ -36,6 +40,11 @@ impl TenantPolicy {
     /// The first deny pattern the text matches, if any.
     pub fn denied(&self, text: &str) -> Option<&regex::Regex> {
         self.deny_patterns.iter().find(|p| p.is_match(text))
+    }
+
+    /// The enabled prompt rules the text matches, with what each does for this tenant.
+    pub fn prompt_rule_hits(&self, text: &str) -> Vec<Hit<'_>> {
+        self.prompt_rules.as_ref().map(|s| s.judge(text)).unwrap_or_default()
     }
 }
 
@@ -72,6 +81,7 @@ pub fn compile_deny_patterns(patterns: &[String]) -> Vec<regex::Regex> {
 #[derive(Clone)]
 pub struct PolicyStore {
     db: Db,
+    rules: Arc<Catalogue>,
     policies: moka::future::Cache<TenantId, Arc<TenantPolicy>>,
     credential_limits: moka::future::Cache<String, Limits>,
 }
@@ -93,9 +103,10 @@ fn unavailable(what: &'static str) -> impl Fn(Arc<DbError>) -> ApiError {
 }
 
 impl PolicyStore {
-    pub fn new(db: Db, ttl: Duration) -> PolicyStore {
+    pub fn new(db: Db, ttl: Duration, rules: Arc<Catalogue>) -> PolicyStore {
         PolicyStore {
             db,
+            rules,
             policies: moka::future::Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
             credential_limits: moka::future::Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
         }
@@ -105,8 +116,9 @@ impl PolicyStore {
     pub async fn tenant_policy(&self, tenant: &TenantId) -> Result<Arc<TenantPolicy>, ApiError> {
         let db = self.db.clone();
         let id = tenant.clone();
+        let rules = self.rules.clone();
         self.policies
-            .try_get_with(tenant.clone(), async move { db.run(move |conn| Ok(Arc::new(load_policy(conn, &id)?))).await })
+            .try_get_with(tenant.clone(), async move { db.run(move |conn| Ok(Arc::new(load_policy(conn, &id, &rules)?))).await })
             .await
             .map_err(unavailable("tenant's plan"))
     }
@@ -163,7 +175,20 @@ impl PolicyStore {
     }
 }
 
-fn load_policy(conn: &mut diesel::PgConnection, id: &TenantId) -> Result<TenantPolicy, DbError> {
+/// The tenant's rule-pack selection. A stored pack this build no longer ships is left out with a
+/// warning rather than refusing the tenant's requests.
+fn prompt_rules(rules: &Arc<Catalogue>, tenant: &TenantId, stored: &serde_json::Value) -> Option<Selection> {
+    let choices = PackChoice::list_from_json(stored)
+        .inspect_err(|e| tracing::warn!(tenant.id = %tenant, error = %e, "stored prompt rule packs do not parse; none applied"))
+        .unwrap_or_default();
+    let (selection, unknown) = rules.select(&choices);
+    if !unknown.is_empty() {
+        tracing::warn!(tenant.id = %tenant, packs = ?unknown, "prompt rule packs no longer exist; left out");
+    }
+    selection
+}
+
+fn load_policy(conn: &mut diesel::PgConnection, id: &TenantId, rules: &Arc<Catalogue>) -> Result<TenantPolicy, DbError> {
     let t = tenants::find(conn, id)?;
     let plan = plans::find(conn, &tenants::plan_id_of(&t))?;
     let time_zone = t.time_zone.parse().unwrap_or(chrono_tz::UTC);
@@ -174,6 +199,7 @@ fn load_policy(conn: &mut diesel::PgConnection, id: &TenantId) -> Result<TenantP
         default_max_tokens: plan.default_max_tokens.unwrap_or(256).max(1) as u32,
         max_prompt_chars: plan.max_prompt_chars.map(|v| v.max(1) as usize),
         deny_patterns: compile_deny_patterns(&t.prompt_deny_patterns),
+        prompt_rules: prompt_rules(rules, id, &t.prompt_rule_packs),
         max_audio_bytes: plan.max_audio_bytes.max(1) as u64,
         limits: limits_from(plan.requests_per_minute, plan.tokens_per_minute, plan.audio_seconds_per_minute, plan.concurrent_requests),
         quotas: Quotas {

@@ -1,4 +1,4 @@
-//! `gatehouse tenant create|list|show|disable`.
+//! `gatehouse tenant create|list|show|update|disable`.
 
 use clap::Subcommand;
 use diesel::PgConnection;
@@ -6,8 +6,9 @@ use diesel::PgConnection;
 use super::{CliError, Output, connect_current, print_json};
 use crate::config::Config;
 use crate::db::tenants::{self, Tenant, TenantView};
+use crate::domain::prompt_rules::{PackChoice, RuleAction};
 use crate::domain::{Slug, TenantId};
-use crate::service::tenants::CreateTenantRequest;
+use crate::service::tenants::{CreateTenantRequest, UpdateTenantRequest};
 use crate::service::{self, Actor};
 
 #[derive(Debug, Subcommand)]
@@ -37,6 +38,23 @@ pub enum TenantCommand {
     /// Show one tenant (by id or slug).
     Show {
         tenant: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Change a tenant (by id or slug): its plan, time zone or prompt rule packs. Omitted options
+    /// stay as they are; a running server applies the change within its policy cache's lifetime.
+    Update {
+        tenant: String,
+        /// Plan name.
+        #[arg(long)]
+        plan: Option<String>,
+        /// IANA time zone for daily and monthly quota periods.
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// Prompt rule packs to enable, comma-separated, each optionally `:block` or `:flag`
+        /// (e.g. `injection,jailbreak:flag`); replaces the list; `none` turns them all off.
+        #[arg(long, value_name = "PACK[:ACTION],…")]
+        prompt_rule_packs: Option<String>,
         #[command(flatten)]
         output: Output,
     },
@@ -84,6 +102,19 @@ pub fn run(config: &Config, command: TenantCommand) -> Result<(), CliError> {
                 Ok(())
             }
         }
+        TenantCommand::Update { tenant, plan, time_zone, prompt_rule_packs, output } => {
+            let prompt_rule_packs = prompt_rule_packs.as_deref().map(parse_pack_choices).transpose()?;
+            let mut conn = connect_current(config)?;
+            let found = resolve(&mut conn, &tenant)?;
+            let req = UpdateTenantRequest { plan, time_zone, prompt_deny_patterns: None, prompt_rule_packs };
+            let view = service::tenants::update(&mut conn, &found.id(), &req, &Actor::cli())?;
+            if output.json {
+                print_json(&view)
+            } else {
+                print_human(&view);
+                Ok(())
+            }
+        }
         TenantCommand::Disable { tenant, output } => {
             let mut conn = connect_current(config)?;
             let found = resolve(&mut conn, &tenant)?;
@@ -97,6 +128,32 @@ pub fn run(config: &Config, command: TenantCommand) -> Result<(), CliError> {
             }
         }
     }
+}
+
+/// `injection,jailbreak:flag` → the choices; `none` (or nothing) → no pack. Pack names are
+/// checked by the service, which lists the known ones.
+pub fn parse_pack_choices(list: &str) -> Result<Vec<PackChoice>, CliError> {
+    let list = list.trim();
+    if list.is_empty() || list == "none" {
+        return Ok(Vec::new());
+    }
+    list.split(',')
+        .map(|item| {
+            let (pack, action) = match item.trim().split_once(':') {
+                Some((pack, action)) => (pack, Some(action)),
+                None => (item.trim(), None),
+            };
+            let action = match action {
+                None => None,
+                Some("block") => Some(RuleAction::Block),
+                Some("flag") => Some(RuleAction::Flag),
+                Some(other) => {
+                    return Err(CliError::Usage(format!("`{other}` is not an action for pack `{pack}`: use `block` or `flag`")));
+                }
+            };
+            Ok(PackChoice { pack: pack.to_owned(), action })
+        })
+        .collect()
 }
 
 /// Finds a tenant by id (`ten_…`) or slug.
@@ -121,6 +178,15 @@ fn print_human(t: &TenantView) {
     println!("status:     {}", t.status);
     println!("plan:       {}", t.plan);
     println!("time zone:  {}", t.time_zone);
+    let packs: Vec<String> = t
+        .prompt_rule_packs
+        .iter()
+        .map(|c| match c.action {
+            Some(a) => format!("{}:{}", c.pack, a.as_str()),
+            None => c.pack.clone(),
+        })
+        .collect();
+    println!("rule packs: {}", if packs.is_empty() { "none".to_owned() } else { packs.join(", ") });
     println!("created at: {}", t.created_at.to_rfc3339());
     if let Some(at) = t.disabled_at {
         println!("disabled:   {}", at.to_rfc3339());

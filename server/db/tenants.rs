@@ -6,6 +6,7 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use super::schema::{plans, tenants};
+use crate::domain::prompt_rules::PackChoice;
 use crate::domain::{PlanId, Slug, TenantId, TenantStatus};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -21,6 +22,8 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub disabled_at: Option<DateTime<Utc>>,
+    /// A JSON array of `PackChoice`s (see `domain::prompt_rules`).
+    pub prompt_rule_packs: serde_json::Value,
 }
 
 impl Tenant {
@@ -54,6 +57,8 @@ pub struct TenantView {
     pub plan: String,
     /// Regular expressions refused in prompts (case-insensitive).
     pub prompt_deny_patterns: Vec<String>,
+    /// The prompt rule packs enabled, each with its action override if any.
+    pub prompt_rule_packs: Vec<PackChoice>,
     pub created_at: DateTime<Utc>,
     pub disabled_at: Option<DateTime<Utc>>,
 }
@@ -68,6 +73,8 @@ impl TenantView {
             time_zone: t.time_zone,
             plan,
             prompt_deny_patterns: t.prompt_deny_patterns,
+            // The column's check keeps it an array and only validated choices are written.
+            prompt_rule_packs: PackChoice::list_from_json(&t.prompt_rule_packs).unwrap_or_default(),
             created_at: t.created_at,
             disabled_at: t.disabled_at,
         }

@@ -4,6 +4,7 @@
 pub mod alignment;
 pub mod ids;
 pub mod net;
+pub mod prompt_rules;
 pub mod scope;
 pub mod slots;
 pub mod states;

@@ -1,4 +1,5 @@
-//! Tenants: create and disable (operators), show (operators and the tenant's own admins).
+//! Tenants: create and disable (operators), show (operators and the tenant's own admins), change
+//! (plan and time zone: operators; prompt deny patterns and rule packs: also the tenant's admins).
 
 use diesel::{Connection, PgConnection};
 use serde::Deserialize;
@@ -7,6 +8,7 @@ use utoipa::ToSchema;
 use super::{Actor, ServiceError};
 use crate::db::tenants::{self, NewTenant, TenantView};
 use crate::db::{DbError, audit, plans};
+use crate::domain::prompt_rules::{Catalogue, PackChoice};
 use crate::domain::{Slug, TenantId, TimeZone, validate_tenant_name};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -33,6 +35,10 @@ pub struct UpdateTenantRequest {
     /// Regular expressions (case-insensitive) refused in prompts with 400 `prompt_denied`;
     /// replaces the list. At most 100 patterns of at most 500 characters.
     pub prompt_deny_patterns: Option<Vec<String>>,
+    /// Prompt rule packs to enable (`injection`, `jailbreak`, `exfiltration`), each with an
+    /// optional `action` (`block` or `flag`) for all its rules; replaces the list, `[]` turns
+    /// them off. See docs/prompt-rules.md.
+    pub prompt_rule_packs: Option<Vec<PackChoice>>,
 }
 
 impl UpdateTenantRequest {
@@ -69,6 +75,14 @@ pub fn update(conn: &mut PgConnection, id: &TenantId, req: &UpdateTenantRequest,
                 .map_err(|e| ServiceError::invalid("prompt_deny_patterns", format!("`{p}` is not a valid regular expression: {e}")))?;
         }
     }
+    let rule_packs = match &req.prompt_rule_packs {
+        Some(choices) => {
+            let catalogue = Catalogue::embedded().map_err(|e| anyhow::anyhow!(e))?;
+            catalogue.check(choices).map_err(|e| ServiceError::invalid("prompt_rule_packs", e.to_string()))?;
+            Some(serde_json::to_value(choices).map_err(anyhow::Error::from)?)
+        }
+        None => None,
+    };
     conn.transaction(|conn| {
         let target = t::table.find(id.as_str());
         if let Some(plan) = &plan {
@@ -79,6 +93,9 @@ pub fn update(conn: &mut PgConnection, id: &TenantId, req: &UpdateTenantRequest,
         }
         if let Some(patterns) = &req.prompt_deny_patterns {
             diesel::update(target).set(t::prompt_deny_patterns.eq(patterns)).execute(conn)?;
+        }
+        if let Some(packs) = &rule_packs {
+            diesel::update(target).set(t::prompt_rule_packs.eq(packs)).execute(conn)?;
         }
         let n = diesel::update(target).set(t::updated_at.eq(diesel::dsl::now)).execute(conn)?;
         if n == 0 {

@@ -87,7 +87,9 @@ impl Application {
         if let Err(e) = gateway.refresh(&db, auth.master.clone()).await {
             tracing::warn!(error = %e, "worker pools not loaded yet");
         }
-        let policies = PolicyStore::new(db.clone(), Duration::from_millis(config.gateway.policy_cache_ttl_ms));
+        // The prompt rule packs compile once here: a broken rules file stops the start.
+        let prompt_rules = crate::domain::prompt_rules::Catalogue::embedded().context("prompt rule packs")?;
+        let policies = PolicyStore::new(db.clone(), Duration::from_millis(config.gateway.policy_cache_ttl_ms), prompt_rules);
         let usage = QuotaAccountantHandle::start(db.clone(), &config.usage);
         let limiter = RateLimiter::new(&config.redis, &tasks).await?;
         let edge = Arc::new(Edge::new(config.edge.clone(), trusted_proxies.clone(), db.clone(), audit.clone(), limiter.shared()));

@@ -14,6 +14,7 @@
 //! | `gatehouse_auth_failures_total` | counter | endpoint (`v1`, `oauth2`) |
 //! | `gatehouse_rate_limited_total` | counter | scope, dimension |
 //! | `gatehouse_quota_exceeded_total` | counter | period |
+//! | `gatehouse_prompt_rule_matches_total` | counter | pack, action (`block`, `flag`: what the rule did for the tenant) |
 //! | `gatehouse_audio_seconds_total` | counter | model |
 //! | `gatehouse_batch_items` | histogram | — |
 //! | `gatehouse_usage_writes_total`, `gatehouse_usage_write_failures_total` | counter | — |

@@ -153,3 +153,27 @@ fn invalid_email_is_a_usage_error() {
     let db = TestDb::new();
     assert_eq!(cli(&db, &["operator", "create", "--email", "not-an-email"]).0, 2);
 }
+
+#[test]
+fn tenant_update_sets_and_clears_prompt_rule_packs_and_names_an_unknown_pack() {
+    let db = TestDb::new();
+    assert_eq!(cli(&db, &["tenant", "create", "--name", "Acme", "--json"]).0, 0);
+    let (code, stdout, stderr) = cli(&db, &["tenant", "update", "acme", "--prompt-rule-packs", "injection, jailbreak:flag", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(json(&stdout)["prompt_rule_packs"], serde_json::json!([{ "pack": "injection" }, { "pack": "jailbreak", "action": "flag" }]));
+    let (_, shown, _) = cli(&db, &["tenant", "show", "acme"]);
+    assert!(shown.contains("rule packs: injection, jailbreak:flag"), "{shown}");
+
+    let (code, _, stderr) = cli(&db, &["tenant", "update", "acme", "--prompt-rule-packs", "jailbrake"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("`jailbrake`") && stderr.contains("`exfiltration`"), "{stderr}");
+    let (code, _, stderr) = cli(&db, &["tenant", "update", "acme", "--prompt-rule-packs", "injection:warn"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("`warn`"), "{stderr}");
+    let unchanged = json(&cli(&db, &["tenant", "show", "acme", "--json"]).1);
+    assert_eq!(unchanged["prompt_rule_packs"].as_array().unwrap().len(), 2, "a refused change changed something");
+
+    let (code, stdout, _) = cli(&db, &["tenant", "update", "acme", "--prompt-rule-packs", "none", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&stdout)["prompt_rule_packs"], serde_json::json!([]));
+}

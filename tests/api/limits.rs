@@ -31,6 +31,8 @@ pub(crate) struct World {
     pub(crate) db: TestDb,
     pub(crate) tenant: gatehouse::domain::TenantId,
     pub(crate) key: String,
+    /// The simulator worker's port (its `/metrics` counts the requests it received).
+    pub(crate) simulator: u16,
 }
 
 impl World {
@@ -55,7 +57,7 @@ impl World {
             .unwrap();
         let w = AddWorkerRequest { base_url: format!("http://127.0.0.1:{port}"), api_key: None, slots: Some(256) };
         gatehouse::service::workers::add_worker(&mut conn, &master, "qwen", &w, &Actor::cli()).unwrap();
-        World { db, tenant, key }
+        World { db, tenant, key, simulator: port }
     }
 
     fn key_id(&self) -> String {

@@ -29,6 +29,7 @@ mod migrations;
 mod oauth;
 mod openapi;
 mod pools;
+mod prompt_rules;
 mod readiness;
 mod shutdown;
 mod signing_keys;

@@ -110,6 +110,8 @@ impl utoipa::Modify for SecurityAddon {
         crate::db::ip_rules::IpRule,
         crate::db::ip_rules::IpBan,
         crate::service::ip_rules::CreateIpRuleRequest,
+        crate::domain::prompt_rules::PackChoice,
+        crate::domain::prompt_rules::RuleAction,
         crate::error::Body,
     )),
     modifiers(&SecurityAddon, &ErrorResponses),

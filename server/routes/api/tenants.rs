@@ -78,7 +78,8 @@ pub async fn disable_tenant(
     Ok(HttpResponse::Ok().json(view))
 }
 
-/// Plan and time zone: operators. Prompt deny patterns: operators and the tenant's admins.
+/// Plan and time zone: operators. Prompt deny patterns and prompt rule packs: operators and the
+/// tenant's admins (another tenant's admin gets 404).
 #[utoipa::path(patch, path = "/api/v1/tenants/{tenant_id}", tag = "tenants", request_body = UpdateTenantRequest,
     responses((status = 200, body = TenantView), (status = 403), (status = 404), (status = 422, description = "invalid field")))]
 pub async fn update_tenant(

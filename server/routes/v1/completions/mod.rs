@@ -6,6 +6,7 @@
 //! finished request yields a usage record, rolled up per minute by the `UsageSink`.
 
 mod relay;
+mod screen;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,7 +99,7 @@ struct Checked {
     estimate: u64,
 }
 
-/// Everything short of queueing: the body, the model's route, the plan's caps and deny patterns.
+/// Everything short of queueing: the body, the model's route, the plan's caps, the prompt checks.
 async fn check(
     endpoint: Endpoint,
     gate: &mut Gate<'_>,
@@ -132,6 +133,7 @@ async fn check(
             return Err(ApiError::validation(Some("messages"), format!("the prompt has {chars} characters; this plan allows {limit}")));
         }
     }
+    let flagged = screen::screen(endpoint, &text, prompt, &model, &policy, gate.principal())?;
     // The body is forwarded as received unless Gatehouse must add to it (a default `max_tokens`,
     // the usage chunk of a stream): most requests skip re-serialization.
     let mut modified = false;
@@ -155,14 +157,6 @@ async fn check(
             policy.default_max_tokens
         }
     };
-    if let Some(pattern) = policy.denied(&text) {
-        tracing::info!(pattern = %pattern, "prompt refused by a tenant deny pattern");
-        return Err(ApiError::BadRequest {
-            code: "prompt_denied",
-            message: "the prompt contains content this tenant's policy does not allow".into(),
-            param: Some(if endpoint == Endpoint::Chat { "messages" } else { "prompt" }),
-        });
-    }
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let client_wants_usage = obj.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     if stream && !client_wants_usage {
@@ -170,6 +164,9 @@ async fn check(
         obj.insert("stream_options".into(), json!({ "include_usage": true }));
     }
     let payload = if modified { Bytes::from(serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.into()))?) } else { body };
+    if let Some(event) = flagged {
+        state.audit.record(event).await;
+    }
     Ok(Checked { model, route, policy, payload, stream, client_wants_usage, estimate: (chars / 4 + max_tokens as usize) as u64 })
 }
 
