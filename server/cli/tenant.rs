@@ -1,4 +1,4 @@
-//! `gatehouse tenant create|list|show|disable`.
+//! `gatehouse tenant create|list|show|update|disable`.
 
 use clap::Subcommand;
 use diesel::PgConnection;
@@ -7,7 +7,7 @@ use super::{CliError, Output, connect_current, print_json};
 use crate::config::Config;
 use crate::db::tenants::{self, Tenant, TenantView};
 use crate::domain::{Slug, TenantId};
-use crate::service::tenants::CreateTenantRequest;
+use crate::service::tenants::{CreateTenantRequest, UpdateTenantRequest};
 use crate::service::{self, Actor};
 
 #[derive(Debug, Subcommand)]
@@ -37,6 +37,25 @@ pub enum TenantCommand {
     /// Show one tenant (by id or slug).
     Show {
         tenant: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Change a tenant's plan, time zone or CORS origins (by id or slug); what is not given stays.
+    Update {
+        tenant: String,
+        /// Plan name.
+        #[arg(long)]
+        plan: Option<String>,
+        /// IANA time zone for quota periods.
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// An origin whose browser pages may call /v1 and /oauth2/token with this tenant's
+        /// credentials, e.g. https://app.example.com (repeat it; replaces the list).
+        #[arg(long = "cors-origin", value_name = "ORIGIN")]
+        cors_origins: Vec<String>,
+        /// Remove every CORS origin (CORS off for this tenant).
+        #[arg(long, conflicts_with = "cors_origins")]
+        no_cors_origins: bool,
         #[command(flatten)]
         output: Output,
     },
@@ -84,6 +103,19 @@ pub fn run(config: &Config, command: TenantCommand) -> Result<(), CliError> {
                 Ok(())
             }
         }
+        TenantCommand::Update { tenant, plan, time_zone, cors_origins, no_cors_origins, output } => {
+            let mut conn = connect_current(config)?;
+            let found = resolve(&mut conn, &tenant)?;
+            let cors_origins = if no_cors_origins || !cors_origins.is_empty() { Some(cors_origins) } else { None };
+            let req = UpdateTenantRequest { plan, time_zone, prompt_deny_patterns: None, cors_origins };
+            let view = service::tenants::update(&mut conn, &found.id(), &req, &Actor::cli())?;
+            if output.json {
+                print_json(&view)
+            } else {
+                print_human(&view);
+                Ok(())
+            }
+        }
         TenantCommand::Disable { tenant, output } => {
             let mut conn = connect_current(config)?;
             let found = resolve(&mut conn, &tenant)?;
@@ -121,6 +153,9 @@ fn print_human(t: &TenantView) {
     println!("status:     {}", t.status);
     println!("plan:       {}", t.plan);
     println!("time zone:  {}", t.time_zone);
+    if !t.cors_origins.is_empty() {
+        println!("cors:       {}", t.cors_origins.join(", "));
+    }
     println!("created at: {}", t.created_at.to_rfc3339());
     if let Some(at) = t.disabled_at {
         println!("disabled:   {}", at.to_rfc3339());

@@ -21,6 +21,7 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub disabled_at: Option<DateTime<Utc>>,
+    pub cors_origins: Vec<String>,
 }
 
 impl Tenant {
@@ -54,6 +55,9 @@ pub struct TenantView {
     pub plan: String,
     /// Regular expressions refused in prompts (case-insensitive).
     pub prompt_deny_patterns: Vec<String>,
+    /// Origins whose browser pages may call `/v1` and `/oauth2/token` with this tenant's
+    /// credentials (CORS); empty: none.
+    pub cors_origins: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub disabled_at: Option<DateTime<Utc>>,
 }
@@ -68,6 +72,7 @@ impl TenantView {
             time_zone: t.time_zone,
             plan,
             prompt_deny_patterns: t.prompt_deny_patterns,
+            cors_origins: t.cors_origins,
             created_at: t.created_at,
             disabled_at: t.disabled_at,
         }
@@ -103,6 +108,16 @@ pub fn list_all(conn: &mut PgConnection) -> QueryResult<Vec<TenantView>> {
         .select((Tenant::as_select(), plans::name))
         .load(conn)
         .map(|rows| rows.into_iter().map(TenantView::from_parts).collect())
+}
+
+/// The CORS origins of every active tenant that has any, as (tenant id, origins). Read by the
+/// edge each sync round.
+pub fn cors_origins_of_all_tenants(conn: &mut PgConnection) -> QueryResult<Vec<(String, Vec<String>)>> {
+    tenants::table
+        .filter(tenants::status.eq(TenantStatus::Active))
+        .filter(tenants::cors_origins.ne(Vec::<String>::new()))
+        .select((tenants::id, tenants::cors_origins))
+        .load(conn)
 }
 
 /// Disables a tenant; returns false when it was already disabled.
