@@ -41,8 +41,9 @@ pub enum TenantCommand {
         #[command(flatten)]
         output: Output,
     },
-    /// Change a tenant (by id or slug): its plan, time zone or prompt rule packs. Omitted options
-    /// stay as they are; a running server applies the change within its policy cache's lifetime.
+    /// Change a tenant (by id or slug): its plan, time zone, prompt rule packs or CORS origins.
+    /// Omitted options stay as they are; a running server applies the change within its policy
+    /// cache's lifetime.
     Update {
         tenant: String,
         /// Plan name.
@@ -55,6 +56,13 @@ pub enum TenantCommand {
         /// (e.g. `injection,jailbreak:flag`); replaces the list; `none` turns them all off.
         #[arg(long, value_name = "PACK[:ACTION],…")]
         prompt_rule_packs: Option<String>,
+        /// An origin whose browser pages may call /v1 and /oauth2/token with this tenant's
+        /// credentials, e.g. https://app.example.com (repeat it; replaces the list).
+        #[arg(long = "cors-origin", value_name = "ORIGIN")]
+        cors_origins: Vec<String>,
+        /// Remove every CORS origin (CORS off for this tenant).
+        #[arg(long, conflicts_with = "cors_origins")]
+        no_cors_origins: bool,
         #[command(flatten)]
         output: Output,
     },
@@ -102,11 +110,12 @@ pub fn run(config: &Config, command: TenantCommand) -> Result<(), CliError> {
                 Ok(())
             }
         }
-        TenantCommand::Update { tenant, plan, time_zone, prompt_rule_packs, output } => {
+        TenantCommand::Update { tenant, plan, time_zone, prompt_rule_packs, cors_origins, no_cors_origins, output } => {
             let prompt_rule_packs = prompt_rule_packs.as_deref().map(parse_pack_choices).transpose()?;
             let mut conn = connect_current(config)?;
             let found = resolve(&mut conn, &tenant)?;
-            let req = UpdateTenantRequest { plan, time_zone, prompt_deny_patterns: None, prompt_rule_packs };
+            let cors_origins = if no_cors_origins || !cors_origins.is_empty() { Some(cors_origins) } else { None };
+            let req = UpdateTenantRequest { plan, time_zone, prompt_deny_patterns: None, prompt_rule_packs, cors_origins };
             let view = service::tenants::update(&mut conn, &found.id(), &req, &Actor::cli())?;
             if output.json {
                 print_json(&view)
@@ -187,6 +196,9 @@ fn print_human(t: &TenantView) {
         })
         .collect();
     println!("rule packs: {}", if packs.is_empty() { "none".to_owned() } else { packs.join(", ") });
+    if !t.cors_origins.is_empty() {
+        println!("cors:       {}", t.cors_origins.join(", "));
+    }
     println!("created at: {}", t.created_at.to_rfc3339());
     if let Some(at) = t.disabled_at {
         println!("disabled:   {}", at.to_rfc3339());

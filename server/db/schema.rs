@@ -41,6 +41,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         disabled_at -> Nullable<Timestamptz>,
         prompt_rule_packs -> Jsonb,
+        cors_origins -> Array<Text>,
     }
 }
 

@@ -24,6 +24,7 @@ pub struct Tenant {
     pub disabled_at: Option<DateTime<Utc>>,
     /// A JSON array of `PackChoice`s (see `domain::prompt_rules`).
     pub prompt_rule_packs: serde_json::Value,
+    pub cors_origins: Vec<String>,
 }
 
 impl Tenant {
@@ -59,6 +60,9 @@ pub struct TenantView {
     pub prompt_deny_patterns: Vec<String>,
     /// The prompt rule packs enabled, each with its action override if any.
     pub prompt_rule_packs: Vec<PackChoice>,
+    /// Origins whose browser pages may call `/v1` and `/oauth2/token` with this tenant's
+    /// credentials (CORS); empty: none.
+    pub cors_origins: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub disabled_at: Option<DateTime<Utc>>,
 }
@@ -75,6 +79,7 @@ impl TenantView {
             prompt_deny_patterns: t.prompt_deny_patterns,
             // The column's check keeps it an array and only validated choices are written.
             prompt_rule_packs: PackChoice::list_from_json(&t.prompt_rule_packs).unwrap_or_default(),
+            cors_origins: t.cors_origins,
             created_at: t.created_at,
             disabled_at: t.disabled_at,
         }
@@ -110,6 +115,16 @@ pub fn list_all(conn: &mut PgConnection) -> QueryResult<Vec<TenantView>> {
         .select((Tenant::as_select(), plans::name))
         .load(conn)
         .map(|rows| rows.into_iter().map(TenantView::from_parts).collect())
+}
+
+/// The CORS origins of every active tenant that has any, as (tenant id, origins). Read by the
+/// edge each sync round.
+pub fn cors_origins_of_all_tenants(conn: &mut PgConnection) -> QueryResult<Vec<(String, Vec<String>)>> {
+    tenants::table
+        .filter(tenants::status.eq(TenantStatus::Active))
+        .filter(tenants::cors_origins.ne(Vec::<String>::new()))
+        .select((tenants::id, tenants::cors_origins))
+        .load(conn)
 }
 
 /// Disables a tenant; returns false when it was already disabled.

@@ -10,9 +10,12 @@
 //!   configured; bans are rows in PostgreSQL that every instance reads each sync round, so
 //!   operators can list and lift them from anywhere.
 //!
+//! - **CORS** (`cors`): each tenant's allowed browser origins, preflights answered here.
+//!
 //! The per-request work is in memory: one read-locked lookup for the ban, a scan of the platform
 //! deny list, one counter update after the answer.
 
+pub mod cors;
 pub mod detector;
 pub mod lists;
 
@@ -28,12 +31,13 @@ use serde_json::json;
 
 use crate::config::EdgeConfig;
 use crate::db::audit::{ActorKind, AuditEvent, Outcome};
-use crate::db::{Db, alerts, ip_rules};
+use crate::db::{Db, alerts, ip_rules, tenants};
 use crate::domain::{Severity, TenantId};
 use crate::error::ApiError;
 use crate::error::oauth::OAuthError;
 use crate::limits::shared::{RedisStore, report_error};
 use crate::tasks::audit_writer::AuditLog;
+use cors::CorsOrigins;
 use detector::{Counts, Detector, Reason, now_ms};
 use lists::Lists;
 
@@ -44,6 +48,7 @@ pub struct Edge {
     config: EdgeConfig,
     detector: Detector,
     lists: RwLock<Arc<Lists>>,
+    cors: RwLock<Arc<CorsOrigins>>,
     never_ban: Vec<IpNet>,
     trusted_proxies: Vec<IpNet>,
     db: Db,
@@ -61,7 +66,8 @@ impl Edge {
         );
         let never_ban: Vec<IpNet> = b.allow.iter().filter_map(|c| crate::domain::parse_cidr(c)).collect();
         let lists = RwLock::new(Arc::new(Lists::build(&[], &never_ban)));
-        Edge { config, detector, lists, never_ban, trusted_proxies, db, audit, redis }
+        let cors = RwLock::new(Arc::new(CorsOrigins::default()));
+        Edge { config, detector, lists, cors, never_ban, trusted_proxies, db, audit, redis }
     }
 
     pub fn sync_interval(&self) -> Duration {
@@ -70,6 +76,11 @@ impl Edge {
 
     fn lists(&self) -> Arc<Lists> {
         self.lists.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Every tenant's allowed CORS origins.
+    pub fn cors(&self) -> Arc<CorsOrigins> {
+        self.cors.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The tenant's IP rules refuse `ip` (403 `ip_blocked`).
@@ -163,13 +174,19 @@ impl Edge {
         self.reload().await;
     }
 
-    /// Reads the IP rules and the active bans from PostgreSQL (after a change made here, and each
-    /// sync round).
+    /// Reads the IP rules, the active bans and the tenants' CORS origins from PostgreSQL (after a
+    /// change made here, and each sync round).
     pub async fn reload(&self) {
-        let loaded = self.db.run(|conn| Ok((ip_rules::all_rules_of_all_tenants(conn)?, ip_rules::active_bans(conn)?))).await;
+        let loaded = self
+            .db
+            .run(|conn| {
+                Ok((ip_rules::all_rules_of_all_tenants(conn)?, ip_rules::active_bans(conn)?, tenants::cors_origins_of_all_tenants(conn)?))
+            })
+            .await;
         match loaded {
-            Ok((rules, bans)) => {
+            Ok((rules, bans, origins)) => {
                 *self.lists.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Lists::build(&rules, &self.never_ban));
+                *self.cors.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(CorsOrigins::build(origins));
                 let now = now_ms();
                 let active = bans
                     .iter()
@@ -179,7 +196,7 @@ impl Edge {
                 self.detector.replace_bans(active);
                 metrics::gauge!("gatehouse_ip_bans_active").set(self.detector.active_bans(now) as f64);
             }
-            Err(e) => tracing::debug!(error = %e, "edge: cannot read IP rules and bans; keeping the last ones"),
+            Err(e) => tracing::debug!(error = %e, "edge: cannot read IP rules, bans and CORS origins; keeping the last ones"),
         }
     }
 

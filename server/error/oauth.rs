@@ -43,6 +43,11 @@ impl OAuthError {
         Self::new(StatusCode::FORBIDDEN, "access_denied", "requests from this address are not accepted")
     }
 
+    /// 403 `access_denied`: a CORS preflight from an origin no tenant allows.
+    pub fn origin_refused() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "access_denied", "this origin may not call this endpoint from a browser (CORS)")
+    }
+
     pub fn unsupported_grant_type() -> Self {
         Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only grant_type=client_credentials is supported")
     }

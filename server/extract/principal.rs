@@ -81,6 +81,9 @@ pub async fn authenticate_v1<B: MessageBody>(req: ServiceRequest, next: Next<B>)
             Ok(req.into_response(response).map_into_right_body())
         }
         Ok(principal) => {
+            if req.headers().contains_key(actix_web::http::header::ORIGIN) {
+                req.extensions_mut().insert(crate::edge::cors::CorsTenant(principal.tenant_id.clone()));
+            }
             req.extensions_mut().insert(principal);
             next.call(req).await.map(ServiceResponse::map_into_left_body)
         }

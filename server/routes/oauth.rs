@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use base64::Engine;
 use serde_json::json;
 
@@ -183,6 +183,10 @@ async fn post_endpoint(
     if state.edge.tenant_refuses(&tenant, ip) {
         audit_failure(&state, endpoint, Some(&client_id), ip, "ip_rule").await;
         return Err(OAuthError::address_refused());
+    }
+    if endpoint == Endpoint::Token && req.headers().contains_key(header::ORIGIN) {
+        // Answers from here on carry the CORS headers when the client's tenant allows the origin.
+        req.extensions_mut().insert(crate::edge::cors::CorsTenant(tenant));
     }
 
     // The per-client token budget is charged only once the client has proved who it is: strangers

@@ -1,5 +1,6 @@
 //! Tenants: create and disable (operators), show (operators and the tenant's own admins), change
-//! (plan and time zone: operators; prompt deny patterns and rule packs: also the tenant's admins).
+//! (plan and time zone: operators; prompt deny patterns, rule packs and CORS origins: also the
+//! tenant's admins).
 
 use diesel::{Connection, PgConnection};
 use serde::Deserialize;
@@ -39,6 +40,78 @@ pub struct UpdateTenantRequest {
     /// optional `action` (`block` or `flag`) for all its rules; replaces the list, `[]` turns
     /// them off. See docs/prompt-rules.md.
     pub prompt_rule_packs: Option<Vec<PackChoice>>,
+    /// Origins (`https://app.example.com`, `http://localhost:5173`) whose browser pages may call
+    /// `/v1` and `/oauth2/token` with this tenant's credentials (CORS); replaces the list, `[]`
+    /// turns CORS off. At most 20, each `scheme://host[:port]` with scheme http or https.
+    pub cors_origins: Option<Vec<String>>,
+}
+
+/// At most this many CORS origins per tenant.
+pub const MAX_CORS_ORIGINS: usize = 20;
+
+/// Checks one CORS origin as a browser sends it in `Origin`: `http` or `https`, a lower-case host
+/// (name, IPv4 or bracketed IPv6), an optional non-default port, nothing else.
+pub fn validate_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" || origin.eq_ignore_ascii_case("null") {
+        return Err(format!("`{origin}` is not allowed: list each origin"));
+    }
+    let shown: String = origin.chars().take(80).collect();
+    let bad = |why: &str| Err(format!("`{shown}` is not an origin: {why}"));
+    let Some((scheme, rest)) = origin.split_once("://") else { return bad("expected scheme://host[:port]") };
+    let default_port = match scheme {
+        "https" => "443",
+        "http" => "80",
+        _ => return bad("the scheme must be http or https"),
+    };
+    if rest.contains(['/', '?', '#']) {
+        return bad("no path, query or fragment");
+    }
+    if rest.contains('@') {
+        return bad("no user information");
+    }
+    let (host, port) = match rest.rfind(':') {
+        Some(i) if !rest.ends_with(']') => (&rest[..i], Some(&rest[i + 1..])),
+        _ => (rest, None),
+    };
+    if let Some(port) = port {
+        if port == default_port {
+            return bad("leave out the scheme's default port (browsers do)");
+        }
+        if port.is_empty() || port.starts_with('0') || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err() {
+            return bad("the port must be a number from 1 to 65535");
+        }
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let Ok(ip) = v6.parse::<std::net::Ipv6Addr>() else { return bad("a bad IPv6 address") };
+        return if ip.to_string() == v6 { Ok(()) } else { bad("write the IPv6 address in its shortest lower-case form") };
+    }
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return bad("the host must be lower-case (browsers send it so)");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+        return bad("the host must be a DNS name (letters, digits, hyphens; punycode for others) or an IP address");
+    }
+    Ok(())
+}
+
+fn validate_origins(origins: &[String]) -> Result<(), ServiceError> {
+    if origins.len() > MAX_CORS_ORIGINS {
+        return Err(ServiceError::invalid("cors_origins", format!("at most {MAX_CORS_ORIGINS} origins")));
+    }
+    for (i, origin) in origins.iter().enumerate() {
+        validate_origin(origin).map_err(|m| ServiceError::invalid("cors_origins", m))?;
+        if origins[..i].contains(origin) {
+            return Err(ServiceError::invalid("cors_origins", format!("`{origin}` is listed twice")));
+        }
+    }
+    Ok(())
 }
 
 impl UpdateTenantRequest {
@@ -83,6 +156,9 @@ pub fn update(conn: &mut PgConnection, id: &TenantId, req: &UpdateTenantRequest,
         }
         None => None,
     };
+    if let Some(origins) = &req.cors_origins {
+        validate_origins(origins)?;
+    }
     conn.transaction(|conn| {
         let target = t::table.find(id.as_str());
         if let Some(plan) = &plan {
@@ -96,6 +172,9 @@ pub fn update(conn: &mut PgConnection, id: &TenantId, req: &UpdateTenantRequest,
         }
         if let Some(packs) = &rule_packs {
             diesel::update(target).set(t::prompt_rule_packs.eq(packs)).execute(conn)?;
+        }
+        if let Some(origins) = &req.cors_origins {
+            diesel::update(target).set(t::cors_origins.eq(origins)).execute(conn)?;
         }
         let n = diesel::update(target).set(t::updated_at.eq(diesel::dsl::now)).execute(conn)?;
         if n == 0 {
@@ -149,4 +228,45 @@ pub fn disable(conn: &mut PgConnection, id: &TenantId, actor: &Actor) -> Result<
         }
         Ok(tenants::find_view(conn, id)?)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_checked_strictly() {
+        for good in [
+            "https://app.a.example",
+            "http://localhost:5173",
+            "https://10.0.0.1:8443",
+            "http://[::1]:3000",
+            "https://xn--bcher-kva.example",
+        ] {
+            assert_eq!(validate_origin(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "*",
+            "null",
+            "https://x.example/path",
+            "https://x.example/",
+            "ftp://x",
+            "https://X.example",
+            "https://user@x.example",
+            "https://x.example:443",
+            "http://x.example:0",
+            "http://x.example:99999",
+            "https://x.example?q",
+            "x.example",
+            "https://",
+            "https://-x.example",
+            "https://[::01]",
+        ] {
+            assert!(validate_origin(bad).is_err(), "{bad}");
+        }
+        let many: Vec<String> = (0..21).map(|i| format!("https://a{i}.example")).collect();
+        assert!(validate_origins(&many).is_err());
+        assert!(validate_origins(&["https://a.example".into(), "https://a.example".into()]).is_err());
+        assert!(validate_origins(&many[..20]).is_ok());
+    }
 }

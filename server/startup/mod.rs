@@ -151,6 +151,10 @@ impl Application {
                 .wrap(middleware::from_fn(move |req, next| limit_request_head(max_head, req, next)))
                 .wrap(middleware::from_fn({
                     let edge = edge.clone();
+                    move |req, next| crate::edge::cors::cors(edge.clone(), req, next)
+                }))
+                .wrap(middleware::from_fn({
+                    let edge = edge.clone();
                     move |req, next| crate::edge::guard(edge.clone(), req, next)
                 }))
                 .wrap(security_headers)

@@ -22,6 +22,7 @@
 //! | `gatehouse_edge_refusals_total` | counter | reason (`banned`, `ip_rule`) |
 //! | `gatehouse_ip_bans_total` | counter | reason (`request_rate`, `auth_failures`, `client_errors`) |
 //! | `gatehouse_ip_bans_active` | gauge | — |
+//! | `gatehouse_cors_preflights_total` | counter | outcome (`allowed`, `refused`) |
 //! | `gatehouse_edge_untracked_total` | counter | — |
 //! | `gatehouse_task_restarts_total` | counter | task |
 //! | `gatehouse_alerts_pending` | gauge | — |

@@ -13,6 +13,7 @@ mod architecture;
 mod bearer;
 mod cli_config;
 mod cli_tenant;
+mod cors;
 mod dev;
 mod edge;
 mod gateway;

@@ -133,7 +133,9 @@ fn schema_rs_matches_the_database() {
         alert_outbox,
         alert_recipients,
         alert_silences,
-        alert_states
+        alert_states,
+        ip_rules,
+        ip_bans
     );
     let db = TestDb::new();
     let mut actual = schema_snapshot(&mut db.conn());

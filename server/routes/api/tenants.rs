@@ -78,8 +78,8 @@ pub async fn disable_tenant(
     Ok(HttpResponse::Ok().json(view))
 }
 
-/// Plan and time zone: operators. Prompt deny patterns and prompt rule packs: operators and the
-/// tenant's admins (another tenant's admin gets 404).
+/// Plan and time zone: operators. Prompt deny patterns, prompt rule packs and CORS origins:
+/// operators and the tenant's admins (another tenant's admin gets 404).
 #[utoipa::path(patch, path = "/api/v1/tenants/{tenant_id}", tag = "tenants", request_body = UpdateTenantRequest,
     responses((status = 200, body = TenantView), (status = 403), (status = 404), (status = 422, description = "invalid field")))]
 pub async fn update_tenant(
@@ -95,7 +95,12 @@ pub async fn update_tenant(
     }
     let actor = actor(&manager, &state, &req);
     let key = tenant.clone();
+    let cors_changed = body.cors_origins.is_some();
     let view = state.db.run(move |conn| Ok(svc::update(conn, &tenant, &body, &actor))).await??;
     state.admission.policies.forget_tenant(&key).await;
+    if cors_changed {
+        // Other instances pick the origins up within `edge.sync_ms`.
+        state.edge.reload().await;
+    }
     Ok(HttpResponse::Ok().json(view))
 }
