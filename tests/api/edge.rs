@@ -49,16 +49,15 @@ async fn ip_rules_refuse_before_authentication_and_stay_in_their_tenant() {
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("ip_blocked")), "no credential needed to be refused: {body}");
     let (status, _) = code(get_from(&app, "/v1/models", "203.0.113.9", Some(&a_key)).await).await;
     assert_eq!(status, 403);
-    let r = app
-        .client
-        .post(app.url("/oauth2/token"))
-        .header("x-forwarded-for", "203.0.113.9")
-        .basic_auth(&a_client, Some(&a_secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = code(r).await;
+    let token_from = |ip: &'static str| {
+        app.client
+            .post(app.url("/oauth2/token"))
+            .header("x-forwarded-for", ip)
+            .basic_auth(&a_client, Some(&a_secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    let (status, body) = code(token_from("203.0.113.9").await.unwrap()).await;
     assert_eq!((status, body["error"].as_str()), (403, Some("access_denied")), "the OAuth endpoints answer in OAuth's shape");
     assert_eq!(get_from(&app, "/v1/models", "198.51.100.1", None).await.status(), 401, "other addresses reach authentication");
     assert_eq!(get_from(&app, "/healthz", "203.0.113.9", None).await.status(), 200, "probes are left alone");
@@ -72,16 +71,7 @@ async fn ip_rules_refuse_before_authentication_and_stay_in_their_tenant() {
     let (status, body) = code(get_from(&app, "/v1/models", "192.0.2.1", Some(&a_key)).await).await;
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("ip_blocked")), "{body}");
     assert_eq!(get_from(&app, "/v1/models", "192.0.2.1", Some(&b_key)).await.status(), 200, "tenant B has no rules");
-    let r = app
-        .client
-        .post(app.url("/oauth2/token"))
-        .header("x-forwarded-for", "192.0.2.1")
-        .basic_auth(&a_client, Some(&a_secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403, "no token for A's client from outside its networks");
+    assert_eq!(token_from("192.0.2.1").await.unwrap().status(), 403, "no token for A's client from outside its networks");
 
     // Isolation: B's admin neither sees nor changes A's list, nor the platform's.
     let tenant_rule_path = format!("{rules}/{}", tenant_rule["id"].as_str().unwrap());
