@@ -91,7 +91,8 @@ pub struct IpBan {
     pub lifted_by: Option<String>,
 }
 
-/// Bans `ip` unless it is banned already. The ban's length is `durations[n]`, n the number of
+/// Bans `ip`, or returns the ban in force when it is banned already (`false`: not a new one).
+/// The ban's length is `durations[n]`, n the number of
 /// its bans that started within `forgive_after` (the last duration repeats). The advisory lock
 /// makes two instances that see the same attack at once agree on one ban.
 pub fn ban(
@@ -101,18 +102,20 @@ pub fn ban(
     observed: i64,
     durations: &[std::time::Duration],
     forgive_after: chrono::Duration,
-) -> QueryResult<Option<IpBan>> {
+) -> QueryResult<(IpBan, bool)> {
     conn.transaction(|conn| {
         diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('gatehouse.ip_ban:' || $1))")
             .bind::<diesel::sql_types::Text, _>(ip)
             .execute(conn)?;
         let now = Utc::now();
-        let active: i64 = ip_bans::table
+        let active = ip_bans::table
             .filter(ip_bans::ip.eq(ip).and(ip_bans::lifted_at.is_null()).and(ip_bans::until.gt(now)))
-            .count()
-            .get_result(conn)?;
-        if active > 0 {
-            return Ok(None);
+            .order(ip_bans::until.desc())
+            .select(IpBan::as_select())
+            .first(conn)
+            .optional()?;
+        if let Some(active) = active {
+            return Ok((active, false));
         }
         let earlier: i64 =
             ip_bans::table.filter(ip_bans::ip.eq(ip).and(ip_bans::started_at.gt(now - forgive_after))).count().get_result(conn)?;
@@ -130,7 +133,7 @@ pub fn ban(
             ))
             .returning(IpBan::as_returning())
             .get_result(conn)
-            .map(Some)
+            .map(|ban| (ban, true))
     })
 }
 

@@ -132,9 +132,10 @@ impl Edge {
             .run(move |conn| {
                 use diesel::Connection;
                 conn.transaction(|conn| {
-                    let Some(ban) = ip_rules::ban(conn, &address, reason.as_str(), observed as i64, &durations, forgive)? else {
-                        return Ok(None);
-                    };
+                    let (ban, new) = ip_rules::ban(conn, &address, reason.as_str(), observed as i64, &durations, forgive)?;
+                    if !new {
+                        return Ok((ban, false));
+                    }
                     let payload = json!({
                         "state": "firing",
                         "summary": format!("address {address} banned for {} ({})", reason.as_str(), ban_length(&ban)),
@@ -146,12 +147,14 @@ impl Edge {
                     let alert =
                         alerts::NewAlert { tenant: None, kind: "ip_banned", dedup_key: &key, severity: Severity::Warning, payload: &payload };
                     alerts::enqueue(conn, &alert)?;
-                    Ok(Some(ban))
+                    Ok((ban, true))
                 })
             })
             .await;
         match result {
-            Ok(Some(ban)) => {
+            // Banned already (by another instance): hold it here until the ban in force ends.
+            Ok((ban, false)) => self.detector.ban(ip, ban.until.timestamp_millis().max(0) as u64),
+            Ok((ban, true)) => {
                 self.detector.ban(ip, ban.until.timestamp_millis().max(0) as u64);
                 metrics::counter!("gatehouse_ip_bans_total", "reason" => reason.as_str()).increment(1);
                 tracing::warn!(%ip, reason = reason.as_str(), observed, level = ban.level, until = %ban.until, "address banned");
@@ -160,7 +163,6 @@ impl Edge {
                 }));
                 self.audit.record(event).await;
             }
-            Ok(None) => {}
             Err(e) => tracing::warn!(%ip, error = %e, "cannot record a ban; it holds on this instance only"),
         }
     }

@@ -186,13 +186,14 @@ async fn failures_summed_over_two_instances_ban_the_address_on_both_until_lifted
     })
     .await;
     assert!(second, "the second ban is the next step up");
-    let banned =
-        eventually(Duration::from_secs(10), || async { get_from(&apps[1], "/v1/models", attacker, Some(&key)).await.status() == 429 })
-            .await;
-    assert!(banned);
-    let r = get_from(&apps[1], "/v1/models", attacker, Some(&key)).await;
-    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!(retry_after > 60, "ten minutes this time: {retry_after}");
+    // Both instances hold it for the ten minutes (a ban decided here is held at its first length
+    // only until the ban in force is known).
+    let longer = eventually(Duration::from_secs(10), || async {
+        let r = get_from(&apps[1], "/v1/models", attacker, Some(&key)).await;
+        r.status() == 429 && r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 60
+    })
+    .await;
+    assert!(longer, "ten minutes this time");
 }
 
 #[derive(diesel::QueryableByName)]
