@@ -167,8 +167,9 @@ impl Detector {
         *until = (*until).max(until_ms);
     }
 
-    /// Replaces the bans with the shared list (lifted bans end here too).
-    pub fn replace_bans(&self, bans: HashMap<IpAddr, u64>) {
+    /// Replaces the bans with the shared list (lifted bans end here too); returns the addresses
+    /// whose ban ended, which start counting afresh.
+    pub fn replace_bans(&self, bans: HashMap<IpAddr, u64>) -> Vec<IpAddr> {
         let ended: Vec<IpAddr> = {
             let old = self.bans.read().unwrap_or_else(|p| p.into_inner());
             old.keys().filter(|ip| !bans.contains_key(ip)).copied().collect()
@@ -177,10 +178,11 @@ impl Detector {
         // An address whose ban was lifted starts counting afresh.
         if !ended.is_empty() {
             let mut tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
-            for ip in ended {
-                tracked.remove(&ip);
+            for ip in &ended {
+                tracked.remove(ip);
             }
         }
+        ended
     }
 
     pub fn active_bans(&self, now_ms: u64) -> usize {

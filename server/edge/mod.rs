@@ -170,10 +170,12 @@ impl Edge {
     /// One sync round: share this instance's counts through Redis (banning what the sums show),
     /// then read the active bans and the IP rules from PostgreSQL.
     pub async fn sync(&self) {
+        // Reload first: an address whose ban was lifted has its shared counts cleared before this
+        // round reads them, or the old counts would ban it again at once.
+        self.reload().await;
         if self.config.bans.enabled {
             self.share_counts().await;
         }
-        self.reload().await;
     }
 
     /// Reads the IP rules, the active bans and the tenants' CORS origins from PostgreSQL (after a
@@ -195,10 +197,26 @@ impl Edge {
                     .filter_map(|b| Some((b.ip.parse::<IpAddr>().ok()?, b.until.timestamp_millis().max(0) as u64)))
                     .filter(|(_, until)| *until > now)
                     .collect();
-                self.detector.replace_bans(active);
+                let ended = self.detector.replace_bans(active);
+                self.forget_counts(&ended).await;
                 metrics::gauge!("gatehouse_ip_bans_active").set(self.detector.active_bans(now) as f64);
             }
             Err(e) => tracing::debug!(error = %e, "edge: cannot read IP rules, bans and CORS origins; keeping the last ones"),
+        }
+    }
+
+    /// Clears the shared counts of addresses whose ban ended: they start afresh everywhere.
+    async fn forget_counts(&self, ended: &[IpAddr]) {
+        let Some(redis) = self.redis.as_ref().filter(|_| !ended.is_empty()) else { return };
+        let (window, _) = self.detector.window_at(now_ms());
+        let mut pipe = redis::pipe();
+        for ip in ended {
+            for w in [window, window.saturating_sub(1)] {
+                pipe.cmd("DEL").arg(redis.key("edge", format_args!("{w}:{ip}"))).ignore();
+            }
+        }
+        if let Err(e) = redis.query::<()>(&pipe).await {
+            report_error(&e);
         }
     }
 
