@@ -74,8 +74,9 @@ impl Edge {
         Duration::from_millis(self.config.sync_ms)
     }
 
-    fn lists(&self) -> Arc<Lists> {
-        self.lists.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The rules in force, read-locked for one check (no reference count to bump per request).
+    fn lists(&self) -> std::sync::RwLockReadGuard<'_, Arc<Lists>> {
+        self.lists.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every tenant's allowed CORS origins.
