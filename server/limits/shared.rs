@@ -282,6 +282,20 @@ async fn connect(client: &redis::Client, timeout: Duration) -> Result<Connection
         .map_err(RedisError::from)
 }
 
+/// The next batch of settle operations: the first to arrive and whatever follows within
+/// `SETTLE_BATCH_WAIT`, at most `SETTLE_BATCH_MAX`. None once every sender is gone.
+pub async fn next_batch<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Option<Vec<T>> {
+    let mut batch = vec![rx.recv().await?];
+    let deadline = tokio::time::Instant::now() + SETTLE_BATCH_WAIT;
+    while batch.len() < SETTLE_BATCH_MAX {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(op)) => batch.push(op),
+            _ => break,
+        }
+    }
+    Some(batch)
+}
+
 /// Applies reconciles and releases in batches: one script call for everything that arrived
 /// within a few milliseconds.
 /// Its receiver outlives one run of the loop: a settler that died is started again on the same
@@ -299,15 +313,7 @@ impl Settler {
         let mut rx = self.rx.lock().await;
         let script = redis::Script::new(SETTLE);
         let mut conn: Option<ConnectionManager> = None;
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + SETTLE_BATCH_WAIT;
-            while batch.len() < SETTLE_BATCH_MAX {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(op)) => batch.push(op),
-                    _ => break,
-                }
-            }
+        while let Some(batch) = next_batch(&mut rx).await {
             let mut invocation = script.prepare_invoke();
             for op in &batch {
                 match op {

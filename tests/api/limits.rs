@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TEST_MASTER_KEY, TestApp, TestDb, eventually, gatehouse, run, seed};
 
 pub(crate) const MODEL: &str = "Qwen/Qwen2.5-7B-Instruct";
-pub(crate) const REDIS_URL: &str = "redis://127.0.0.1:6379";
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 fn simulator() -> u16 {
     let mut c = SimulatorConfig::llm("127.0.0.1:0");
@@ -108,8 +108,23 @@ async fn send_json(app: &TestApp, method: reqwest::Method, path: &str, token: &s
     app.client.request(method, app.url(path)).bearer_auth(token).json(body).send().await.unwrap()
 }
 
-pub(crate) fn redis_prefix() -> String {
+fn redis_prefix() -> String {
     format!("gh-test-{}", gatehouse::domain::random_base62(10))
+}
+
+/// Three instances on the world's database sharing one Redis (under a fresh key prefix).
+pub(crate) async fn three_instances_sharing_redis(world: &World) -> [TestApp; 3] {
+    let prefix = redis_prefix();
+    let with_redis = |c: &mut gatehouse::config::Config| {
+        c.redis.url = gatehouse::config::Secret::new(REDIS_URL);
+        c.redis.key_prefix = prefix.clone();
+        c.auth.issuer = "https://gatehouse.test".into();
+    };
+    [
+        TestApp::spawn_on(world.db.share(), with_redis).await,
+        TestApp::spawn_on(world.db.share(), with_redis).await,
+        TestApp::spawn_on(world.db.share(), with_redis).await,
+    ]
 }
 
 #[actix_web::test]
@@ -117,17 +132,7 @@ async fn three_instances_sharing_redis_admit_exactly_the_limit() {
     let world = World::new();
     const LIMIT: usize = 100;
     world.limit_key(json!({ "requests_per_minute": LIMIT }));
-    let prefix = redis_prefix();
-    let with_redis = |c: &mut gatehouse::config::Config| {
-        c.redis.url = gatehouse::config::Secret::new(REDIS_URL);
-        c.redis.key_prefix = prefix.clone();
-        c.auth.issuer = "https://gatehouse.test".into();
-    };
-    let apps = [
-        TestApp::spawn_on(world.db.share(), with_redis).await,
-        TestApp::spawn_on(world.db.share(), with_redis).await,
-        TestApp::spawn_on(world.db.share(), with_redis).await,
-    ];
+    let apps = three_instances_sharing_redis(&world).await;
     assert!(apps.iter().all(|a| a.state.admission.limiter().is_shared()));
     // 1,050 requests, round-robin over the three instances, 30 at a time.
     let statuses: Vec<u16> = futures_util::stream::iter(0..1050)

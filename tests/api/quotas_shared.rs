@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb};
-use crate::limits::{REDIS_URL, World, chat, post, redis_prefix};
+use crate::limits::{World, chat, post, three_instances_sharing_redis};
 
 const QUOTA: i64 = 3000;
 const MAX_TOKENS: u32 = 50;
@@ -46,17 +46,7 @@ async fn drive(apps: &[&TestApp], key: &str, count: usize) -> Vec<(u16, Option<S
 async fn three_instances_sharing_redis_hold_a_hard_token_quota_to_one_request() {
     let world = World::new();
     world.plan(json!({ "daily_token_quota": QUOTA }));
-    let prefix = redis_prefix();
-    let with_redis = |c: &mut gatehouse::config::Config| {
-        c.redis.url = gatehouse::config::Secret::new(REDIS_URL);
-        c.redis.key_prefix = prefix.clone();
-        c.auth.issuer = "https://gatehouse.test".into();
-    };
-    let apps = [
-        TestApp::spawn_on(world.db.share(), with_redis).await,
-        TestApp::spawn_on(world.db.share(), with_redis).await,
-        TestApp::spawn_on(world.db.share(), with_redis).await,
-    ];
+    let apps = three_instances_sharing_redis(&world).await;
     let answers = drive(&apps.iter().collect::<Vec<_>>(), &world.key, 300).await;
     let served = answers.iter().filter(|a| a.0 == 200).count();
     let refused = answers.iter().filter(|a| a.0 == 429 && a.1.as_deref() == Some("quota_exceeded")).count();

@@ -24,15 +24,28 @@ use tokio::sync::mpsc;
 
 use super::QuotaAccountantHandle;
 use crate::domain::TenantId;
-use crate::limits::shared::{RedisError, RedisStore, report_error};
+use crate::limits::shared::{RedisError, RedisStore, next_batch, report_error};
 use crate::metering::{Amounts, Caps, Period, Quotas};
 
 /// A hold outlives its instance by at most this long (longer than any request may run).
 const HOLD_TTL: Duration = Duration::from_secs(20 * 60);
-const SETTLE_BATCH_WAIT: Duration = Duration::from_millis(5);
-const SETTLE_BATCH_MAX: usize = 500;
 
-/// KEYS: day, month, holds (zset), hold amounts (hash). ARGV: hold id, hold ttl ms, demand (r t
+/// The scripts' shared step: `release(amounts hash, id)` removes a hold's amounts from the totals.
+const RELEASE: &str = r#"
+local function release(hv, id)
+  local v = redis.call('HGET', hv, id)
+  if not v then return end
+  local totals, i = {'_r', '_t', '_a'}, 0
+  for n in string.gmatch(v, '%-?%d+') do
+    i = i + 1
+    -- `0 - n`, not `-n`: Lua's -0 reaches Redis as "-0", which HINCRBY refuses.
+    redis.call('HINCRBY', hv, totals[i], 0 - tonumber(n))
+  end
+  redis.call('HDEL', hv, id)
+end
+"#;
+
+/// After [`RELEASE`]. KEYS: day, month, holds (zset), hold amounts (hash). ARGV: hold id, hold ttl ms, demand (r t
 /// a), day caps (r t a, -1 = none), month caps, seed mode (0 none, 1 if missing, 2 overwrite), day
 /// seed (r t a), month seed, day ttl ms, month ttl ms. Returns {1} admitted, {2} seed needed, or
 /// {0, period (1 day, 2 month), dimension (1 requests, 2 tokens, 3 audio ms), used, cap}.
@@ -42,17 +55,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local periods, hz, hv = {KEYS[1], KEYS[2]}, KEYS[3], KEYS[4]
 local totals = {'_r', '_t', '_a'}
 local expired = redis.call('ZRANGEBYSCORE', hz, '-inf', now, 'LIMIT', 0, 500)
-for _, id in ipairs(expired) do
-  local v = redis.call('HGET', hv, id)
-  if v then
-    local i = 0
-    for n in string.gmatch(v, '%-?%d+') do
-      i = i + 1
-      redis.call('HINCRBY', hv, totals[i], 0 - tonumber(n))
-    end
-    redis.call('HDEL', hv, id)
-  end
-end
+for _, id in ipairs(expired) do release(hv, id) end
 if #expired > 0 then redis.call('ZREM', hz, unpack(expired)) end
 local mode = ARGV[12]
 for p, key in ipairs(periods) do
@@ -81,10 +84,9 @@ redis.call('PEXPIRE', hv, tonumber(ARGV[2]) * 2)
 return {1}
 "#;
 
-/// Per operation two KEYS and four ARGV: `u` (usage: day, month; r t a) adds to the counters
+/// After [`RELEASE`]. Per operation two KEYS and four ARGV: `u` (usage: day, month; r t a) adds to the counters
 /// that exist, `x` (release: holds, hold amounts; id) removes a hold.
 const SETTLE: &str = r#"
-local totals = {'_r', '_t', '_a'}
 for i = 1, #KEYS / 2 do
   local k1, k2, op = KEYS[2 * i - 1], KEYS[2 * i], ARGV[4 * i - 3]
   if op == 'u' then
@@ -97,15 +99,7 @@ for i = 1, #KEYS / 2 do
     end
   else
     local id = ARGV[4 * i - 2]
-    local v = redis.call('HGET', k2, id)
-    if v then
-      local j = 0
-      for n in string.gmatch(v, '%-?%d+') do
-        j = j + 1
-        redis.call('HINCRBY', k2, totals[j], 0 - tonumber(n))
-      end
-      redis.call('HDEL', k2, id)
-    end
+    release(k2, id)
     redis.call('ZREM', k1, id)
   end
 end
@@ -148,7 +142,7 @@ impl SharedQuotas {
         let (ops, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(SharedQuotas {
             store,
-            reserve: redis::Script::new(RESERVE),
+            reserve: redis::Script::new(&format!("{RELEASE}{RESERVE}")),
             ops,
             failures: AtomicU64::new(0),
             whole_since: Mutex::new(HashMap::new()),
@@ -246,16 +240,8 @@ impl SharedQuotas {
 /// milliseconds. A failed batch is lost to Redis (the database still has the usage), so the
 /// counters are seeded again.
 async fn settle_loop(shared: std::sync::Weak<SharedQuotas>, mut rx: mpsc::UnboundedReceiver<Op>) {
-    let script = redis::Script::new(SETTLE);
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + SETTLE_BATCH_WAIT;
-        while batch.len() < SETTLE_BATCH_MAX {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(op)) => batch.push(op),
-                _ => break,
-            }
-        }
+    let script = redis::Script::new(&format!("{RELEASE}{SETTLE}"));
+    while let Some(batch) = next_batch(&mut rx).await {
         let Some(shared) = shared.upgrade() else { return };
         let mut invocation = script.prepare_invoke();
         for op in batch {
