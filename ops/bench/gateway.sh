@@ -7,8 +7,16 @@
 # stream with no delay (--tpot-ms 0), so a stream's whole time is also its time to first byte.
 # Non-streaming and streaming. Each table: p50/p99 latency and requests/s at concurrency 1, 32
 # and 64, and the latency Gatehouse and nginx add over calling the simulator directly.
+#
+# Then the overhead table against a zero-cost upstream: a separate nginx with one worker that
+# answers a canned 369-byte chat completion (and, on a second port, a canned SSE stream with its
+# usage chunk) without reading anything, so the upstream costs less CPU than either proxy. For
+# each target (the upstream directly, nginx with 2 workers proxying to it, Gatehouse): requests/s,
+# p50/p99, CPU time per request (utime + stime of the target's own processes from /proc/PID/stat,
+# before and after each cell) and resident memory, and the ratios to direct.
 #   DURATION (default 10s), GATEHOUSE_THREADS (server.threads, default 0 = one per core),
-#   TEST_DATABASE_URL as in ops/test.sh
+#   TABLES (default "sim zero"; "zero" runs only the overhead table), TEST_DATABASE_URL as in
+#   ops/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=ops/lib/provision.sh
@@ -25,11 +33,14 @@ DB="gh_bench_gw_$$"
 WORK=$(mktemp -d)
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 SIM_PORT=$(free_port); SIM0_PORT=$(free_port); NGINX_PORT=$(free_port); NGINX0_PORT=$(free_port); GH_PORT=$(free_port)
-MODEL=Qwen/Qwen2.5-7B-Instruct MODEL0=bench/no-latency
+ZERO_PORT=$(free_port); ZEROS_PORT=$(free_port); NGINXZ_PORT=$(free_port); NGINXZS_PORT=$(free_port)
+MODEL=Qwen/Qwen2.5-7B-Instruct MODEL0=bench/no-latency MODELZ=bench/zero MODELZS=bench/zero-stream
+TABLES=${TABLES:-sim zero}
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   [ -f "$WORK/nginx.pid" ] && kill -QUIT "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  [ -f "$WORK/up/nginx.pid" ] && kill -QUIT "$(cat "$WORK/up/nginx.pid")" 2>/dev/null || true
   wait 2>/dev/null || true
   psql "$ADMIN" -qAtc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -60,9 +71,47 @@ http {
     listen 127.0.0.1:$NGINX0_PORT;
     location / { proxy_pass http://sim0; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
   }
+  upstream zero { server 127.0.0.1:$ZERO_PORT; keepalive 128; }
+  upstream zeros { server 127.0.0.1:$ZEROS_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINXZ_PORT;
+    location / { proxy_pass http://zero; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+  server {
+    listen 127.0.0.1:$NGINXZS_PORT;
+    location / { proxy_pass http://zeros; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
 }
 NGINX
 "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -g "user $(id -un);" 2>"$WORK/nginx.log"
+
+# The zero-cost upstream: its own nginx (one worker), canned answers, request bodies discarded.
+mkdir -p "$WORK/up"
+CANNED='{"id":"chatcmpl-bench","object":"chat.completion","created":1764460800,"model":"bench/zero","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today? I am a canned answer."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}'
+SSE='data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1764460800,"model":"bench/zero-stream","choices":[{"index":0,"delta":{"role":"assistant","content":"Hello!"},"finish_reason":null}]}\n\ndata: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1764460800,"model":"bench/zero-stream","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1764460800,"model":"bench/zero-stream","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}\n\ndata: [DONE]\n\n'
+cat >"$WORK/up/nginx.conf" <<NGINX
+worker_processes 1;
+pid $WORK/up/nginx.pid;
+error_log $WORK/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/up/body; proxy_temp_path $WORK/up/proxy; fastcgi_temp_path $WORK/up/fcgi;
+  uwsgi_temp_path $WORK/up/uwsgi; scgi_temp_path $WORK/up/scgi;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$ZERO_PORT;
+    location = /health { return 200 "ok"; }
+    location / { default_type application/json; return 200 '$CANNED'; }
+  }
+  server {
+    listen 127.0.0.1:$ZEROS_PORT;
+    location = /health { return 200 "ok"; }
+    location / { default_type text/event-stream; return 200 '$SSE'; }
+  }
+}
+NGINX
+"$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf" -g "user $(id -un);" 2>"$WORK/up/nginx.log"
 
 export DATABASE_URL="${ADMIN%/*}/$DB"
 export GATEHOUSE__SERVER__THREADS=${GATEHOUSE_THREADS:-0}
@@ -77,9 +126,15 @@ KEY=$("$BIN" api-key create --tenant bench --name bench --scopes "chat:completio
 "$BIN" worker add --pool bench --url "http://127.0.0.1:$SIM_PORT" --slots 1024 --json >/dev/null
 "$BIN" pool add --name bench0 --model "$MODEL0" --json >/dev/null
 "$BIN" worker add --pool bench0 --url "http://127.0.0.1:$SIM0_PORT" --slots 1024 --json >/dev/null
+for pair in "benchz $MODELZ $ZERO_PORT" "benchzs $MODELZS $ZEROS_PORT"; do
+  read -r pool model port <<<"$pair"
+  "$BIN" pool add --name "$pool" --model "$model" --json >/dev/null
+  "$BIN" worker add --pool "$pool" --url "http://127.0.0.1:$port" --slots 1024 --json >/dev/null
+done
 psql "$DATABASE_URL" -qAtc "UPDATE worker_pools SET max_queue_per_tenant = 100000, max_queue_total = 100000" >/dev/null
 "$BIN" serve 2>"$WORK/gatehouse.log" &
-PIDS+=($!)
+GH_PID=$!
+PIDS+=($GH_PID)
 for port in "$SIM_PORT" "$SIM0_PORT" "$GH_PORT"; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 || curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
 done
@@ -136,5 +191,66 @@ PY
   done
 }
 
-table "Upstream model latency 1 ms (simulator --ttft-ms 1)" "$SIM_PORT" "$NGINX_PORT" "$MODEL"
-table "No upstream latency (simulator --ttft-ms 0): the proxies' own cost" "$SIM0_PORT" "$NGINX0_PORT" "$MODEL0"
+if [[ " $TABLES " == *" sim "* ]]; then
+  table "Upstream model latency 1 ms (simulator --ttft-ms 1)" "$SIM_PORT" "$NGINX_PORT" "$MODEL"
+  table "No upstream latency (simulator --ttft-ms 0)" "$SIM0_PORT" "$NGINX0_PORT" "$MODEL0"
+fi
+
+# The processes of a target: an nginx master's workers, or one pid.
+procs() { if [ -f "$1" ]; then pgrep -P "$(cat "$1")" | tr '\n' ' '; else echo "$1"; fi; }
+# cpu_ticks PIDS... -> utime + stime (clock ticks); rss_kb PIDS... -> summed VmRSS
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+rss_kb() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo "$t"; }
+HZ=$(getconf CLK_TCK)
+
+# cell URL AUTH BODY CONNECTIONS PIDS... -> "p50 p99 rps errors cpu_ms_per_request"
+cell() {
+  local url=$1 auth=$2 body=$3 c=$4; shift 4
+  local before after out
+  before=$(cpu_ticks "$@")
+  out=$(run "$url" "$auth" "$body" "$c")
+  after=$(cpu_ticks "$@")
+  read -r p50 p99 rps err <<<"$out"
+  python3 -c "import sys; p50,p99,rps,err,ticks,hz,secs=sys.argv[1:]; n=float(rps)*float(secs); print(p50,p99,rps,err,f'{int(ticks)*1000/int(hz)/max(n,1):.4f}')" \
+    "$p50" "$p99" "$rps" "$err" "$((after - before))" "$HZ" "${DURATION%s}"
+}
+
+if [[ " $TABLES " == *" zero "* ]]; then
+  for target in "$ZERO_PORT $MODELZ" "$NGINXZ_PORT $MODELZ" "$GH_PORT $MODELZ" "$ZEROS_PORT $MODELZS" "$NGINXZS_PORT $MODELZS" "$GH_PORT $MODELZS"; do
+    read -r port model <<<"$target"
+    AUTH="$KEY" BODY="$(body "$model" false)" wrk -t1 -c8 -d2s -s ops/bench/post.lua "http://127.0.0.1:$port/v1/chat/completions" >/dev/null
+  done
+  echo
+  echo "Zero-cost upstream (nginx, 1 worker, canned answers): the proxies' own cost; wrk -t1, $DURATION per cell"
+  echo
+  echo "| mode | target | rps c=1 | rps c=32 | rps c=64 | p50 / p99 ms c=1 | added p50 c=1 | p99 ms c=32 | CPU per request c=32 | RSS after |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for mode in plain stream; do
+    if [ "$mode" = plain ]; then up=$ZERO_PORT ng=$NGINXZ_PORT model=$MODELZ stream=false; else up=$ZEROS_PORT ng=$NGINXZS_PORT model=$MODELZS stream=true; fi
+    b=$(body "$model" "$stream")
+    direct_p50="" direct_rps=""
+    for target in "direct $up $WORK/up/nginx.pid" "nginx $ng $WORK/nginx.pid" "gatehouse $GH_PORT $GH_PID"; do
+      read -r name port pidref <<<"$target"
+      auth=""; [ "$name" = gatehouse ] && auth=$KEY
+      # shellcheck disable=SC2046
+      read -r a50 a99 arps _ _ <<<"$(cell "http://127.0.0.1:$port" "$auth" "$b" 1 $(procs "$pidref"))"
+      # shellcheck disable=SC2046
+      read -r _ b99 brps berr bcpu <<<"$(cell "http://127.0.0.1:$port" "$auth" "$b" 32 $(procs "$pidref"))"
+      # shellcheck disable=SC2046
+      read -r _ _ crps _ _ <<<"$(cell "http://127.0.0.1:$port" "$auth" "$b" 64 $(procs "$pidref"))"
+      # shellcheck disable=SC2046
+      rss=$(rss_kb $(procs "$pidref"))
+      [ "$name" = direct ] && direct_p50=$a50 direct_rps=$brps direct_cpu=$bcpu
+      python3 - "$mode" "$name" "$arps" "$brps" "$crps" "$a50" "$a99" "$b99" "$bcpu" "$rss" "$direct_p50" "$direct_rps" "$direct_cpu" "$berr" <<'PY'
+import sys
+mode, name, arps, brps, crps, a50, a99, b99, cpu, rss, d50, drps, dcpu, err = sys.argv[1:]
+f = float
+ratio = "" if name == "direct" else f" ({f(brps) / f(drps):.2f}×)"
+added = "—" if name == "direct" else f"+{f(a50) - f(d50):.3f} ms"
+cpu_ratio = "" if name == "direct" else f" ({f(cpu) / f(dcpu):.1f}× direct)"
+errors = "" if err == "0" else f" ({err} non-200)"
+print(f"| {mode} | {name} | {f(arps):,.0f} | {f(brps):,.0f}{ratio}{errors} | {f(crps):,.0f} | {f(a50):.3f} / {f(a99):.3f} | {added} | {f(b99):.2f} | {f(cpu):.4f} ms{cpu_ratio} | {int(rss) / 1024:.0f} MB |")
+PY
+    done
+  done
+fi
