@@ -104,6 +104,7 @@ pub async fn post_login(req: HttpRequest, state: web::Data<AppState>, body: web:
         Ok(_) => state.login_limits.locked_out(&email, ip).map(|l| (l, "locked_out")),
     };
     if let Some((limited, reason)) = limited {
+        metrics::counter!("gatehouse_dashboard_logins_total", "outcome" => reason).increment(1);
         state.audit.record(event(Outcome::Failure, reason)).await;
         let wait = limited.retry_after.as_secs().max(1);
         let mut response = login_page(
@@ -145,6 +146,7 @@ pub async fn post_login(req: HttpRequest, state: web::Data<AppState>, body: web:
     let owner = match attempt {
         Attempt::Ok(owner) => owner,
         Attempt::Failed { account } => {
+            metrics::counter!("gatehouse_dashboard_logins_total", "outcome" => "bad_credentials").increment(1);
             state.login_limits.record_failure(&email, ip);
             let mut failure = event(Outcome::Failure, "bad_credentials");
             if let Some(id) = account {
@@ -192,6 +194,7 @@ pub async fn post_login(req: HttpRequest, state: web::Data<AppState>, body: web:
             })?)
         })
         .await?;
+    metrics::counter!("gatehouse_dashboard_logins_total", "outcome" => "success").increment(1);
     let mut response = see_other("/admin");
     let max_age = state.config.dashboard.session_absolute_s as i64;
     response

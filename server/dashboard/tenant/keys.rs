@@ -69,29 +69,38 @@ struct KeysPage {
     scopes: Vec<ScopeOption>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a render of the page carries besides the list.
+#[derive(Default)]
+struct View {
+    shown: Option<Shown>,
+    errors: Errors,
+    input: KeyInput,
+    checked: Vec<String>,
+}
+
 async fn page(
     req: &HttpRequest,
     state: &AppState,
     s: &Session,
     tenant: &TenantId,
     status: StatusCode,
-    shown: Option<Shown>,
-    errors: Errors,
-    input: KeyInput,
-    checked: &[String],
+    view: View,
 ) -> Result<HttpResponse, PageError> {
     let key = tenant.clone();
     let keys = state.db.run(move |conn| Ok(svc::list(conn, &key))).await??;
     let base = format!("/admin/t/{tenant}/api-keys");
+    let input = KeyInput {
+        environment: if view.input.environment.is_empty() { "live".into() } else { view.input.environment.clone() },
+        ..view.input
+    };
     let page = KeysPage {
         chrome: Chrome::new(s, req, Some(tenant), &base),
         base,
         keys: keys.into_iter().map(KeyRow::from).collect(),
-        shown,
-        errors,
+        shown: view.shown,
+        errors: view.errors,
         input,
-        scopes: scope_options(checked),
+        scopes: scope_options(&view.checked),
     };
     chrome::render_status(req, status, &page)
 }
@@ -103,8 +112,7 @@ pub async fn get_keys(
     path: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
     let (tenant, _) = super::load(&state, &s, &path).await?;
-    let input = KeyInput { environment: "live".into(), ..KeyInput::default() };
-    page(&req, &state, &s, &tenant, StatusCode::OK, None, Errors::default(), input, &[]).await
+    page(&req, &state, &s, &tenant, StatusCode::OK, View::default()).await
 }
 
 pub async fn create_key(
@@ -135,7 +143,8 @@ pub async fn create_key(
         },
     };
     if !errors.is_empty() {
-        return page(&req, &state, &s, &tenant, StatusCode::UNPROCESSABLE_ENTITY, None, errors, input, &scopes).await;
+        return page(&req, &state, &s, &tenant, StatusCode::UNPROCESSABLE_ENTITY, View { errors, input, checked: scopes, shown: None })
+            .await;
     }
     let request = CreateApiKeyRequest {
         name: input.name.clone(),
@@ -150,11 +159,11 @@ pub async fn create_key(
     match state.db.run(move |conn| Ok(svc::create(conn, &pepper, &key, &request, &actor))).await? {
         Ok(created) => {
             let shown = Shown { title: format!("API key “{}” created", created.api_key.name), secret: created.key };
-            page(&req, &state, &s, &tenant, StatusCode::CREATED, Some(shown), Errors::default(), KeyInput::default(), &[]).await
+            page(&req, &state, &s, &tenant, StatusCode::CREATED, View { shown: Some(shown), ..View::default() }).await
         }
         Err(e) => {
             let errors = Errors::from_service(e)?;
-            page(&req, &state, &s, &tenant, StatusCode::UNPROCESSABLE_ENTITY, None, errors, input, &scopes).await
+            page(&req, &state, &s, &tenant, StatusCode::UNPROCESSABLE_ENTITY, View { errors, input, checked: scopes, shown: None }).await
         }
     }
 }
@@ -181,7 +190,7 @@ pub async fn roll_key(
                 title: format!("API key “{}” rolled; the old key stops working after the grace period", created.api_key.name),
                 secret: created.key,
             };
-            page(&req, &state, &s, &tenant, StatusCode::CREATED, Some(shown), Errors::default(), KeyInput::default(), &[]).await
+            page(&req, &state, &s, &tenant, StatusCode::CREATED, View { shown: Some(shown), ..View::default() }).await
         }
         Err(crate::service::ServiceError::Conflict(m)) => Ok(chrome::redirect_with(&format!("/admin/t/{tenant}/api-keys"), &m, true)),
         Err(e) => Err(e.into()),
