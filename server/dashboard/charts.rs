@@ -32,11 +32,13 @@ pub fn bar_chart(title: &str, bars: &[Bar]) -> String {
     svg.push_str(&format!("<text x=\"2\" y=\"{}\">0</text>", H - BOTTOM));
     for (i, bar) in bars.iter().enumerate() {
         let h = if max > 0.0 { bar.value / max * plot_h } else { 0.0 };
-        let x = LEFT + i as f64 * slot + slot * 0.1;
+        // A few groups get bars of a sensible width, not one bar across the chart.
+        let width = (slot * 0.8).clamp(1.0, 48.0);
+        let x = LEFT + i as f64 * slot + (slot - width) / 2.0;
         svg.push_str(&format!(
             "<rect class=\"bar\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\"><title>{}: {}</title></rect>",
             H - BOTTOM - h,
-            (slot * 0.8).max(1.0),
+            width,
             escape(&bar.label),
             escape(&super::grouped(bar.value.round() as i64)),
         ));

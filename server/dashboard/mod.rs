@@ -27,7 +27,10 @@ pub use session::Session;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::scope("/admin/static").route("/{name}", web::get().to(assets::get_asset))).service(
         web::scope("/admin")
-            .wrap(DefaultHeaders::new().add(CacheControl(vec![CacheDirective::NoStore])))
+            // `same-origin`, not the server-wide `no-referrer`: under `no-referrer` browsers send
+            // `Origin: null` with every form POST, and the Origin check could not tell this site
+            // from any other.
+            .wrap(DefaultHeaders::new().add(CacheControl(vec![CacheDirective::NoStore])).add(("Referrer-Policy", "same-origin")))
             .route("", web::get().to(login::get_home))
             .route("/", web::get().to(login::get_home))
             .route("/login", web::get().to(login::get_login))

@@ -20,6 +20,8 @@ async fn login_page_has_the_form_fields_and_strict_headers() {
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
     assert!(!page.body.contains("<script>") && !page.body.contains("style="), "no inline script or style");
     assert!(page.body.contains(r#"name="viewport""#), "narrow screens get a viewport");
+    // Browsers send `Origin: null` with form POSTs under `no-referrer`; the dashboard needs the real one.
+    assert_eq!(page.headers["referrer-policy"], "same-origin");
 }
 
 #[actix_rt::test]

@@ -4,7 +4,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use chrono::{Duration, Utc};
+use chrono::{Duration, DurationRound, Utc};
 
 use crate::dashboard::charts::{Bar, bar_chart};
 use crate::dashboard::chrome::{self, Chrome};
@@ -114,7 +114,16 @@ pub async fn get_overview(
             Ok((day, month, hours, p95, totals, plan))
         })
         .await?;
-    let bars: Vec<Bar> = hours.iter().map(|h| Bar { label: h.hour.format("%H:00").to_string(), value: h.requests as f64 }).collect();
+    // Every hour of the last 24 gets a bar, the quiet ones too.
+    let this_hour = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
+    let bars: Vec<Bar> = (0..24)
+        .rev()
+        .map(|ago| {
+            let hour = this_hour - Duration::hours(ago);
+            let requests = hours.iter().find(|h| h.hour == hour).map_or(0, |h| h.requests);
+            Bar { label: hour.format("%H:00").to_string(), value: requests as f64 }
+        })
+        .collect();
     let chart = bar_chart("Requests per hour, last 24 hours", &bars);
     let (d, m) = totals;
     let p = &plan.spec;
