@@ -106,7 +106,13 @@ async fn operator_pages_are_404_to_a_tenant_admin() {
         assert_eq!(answer.body, missing.body, "{page}");
     }
     let token = browser.get("/admin/settings").await.csrf();
-    for action in ["/admin/tenants", "/admin/signing-keys/rotate", "/admin/workers/wkr_0000000000000000000000/drain"] {
+    for action in [
+        "/admin/tenants",
+        "/admin/plans",
+        "/admin/plans/default",
+        "/admin/signing-keys/rotate",
+        "/admin/workers/wkr_0000000000000000000000/drain",
+    ] {
         assert_eq!(browser.post(action, &[("csrf_token", &token), ("name", "x")]).await.status, 404, "{action}");
     }
     assert_eq!(tenants::table.count().get_result::<i64>(&mut app.db.conn()).unwrap(), 1);

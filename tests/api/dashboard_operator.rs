@@ -104,3 +104,64 @@ async fn operators_rotate_signing_keys_and_see_usage_and_audit_across_tenants() 
     assert_eq!(export.status, 200);
     assert!(export.headers["content-type"].to_str().unwrap().starts_with("text/csv"));
 }
+
+#[actix_rt::test]
+async fn plans_are_created_and_edited_with_the_apis_validation_messages() {
+    let app = TestApp::spawn().await;
+    let browser = operator_session(&app).await;
+    let negative =
+        browser.submit("/admin/plans", "/admin/plans", &[("name", "silver"), ("requests_per_minute", "-5"), ("queue_weight", "2")]).await;
+    assert_eq!(negative.status, 422);
+    assert!(negative.body.contains(r#"<span class="error">must be positive (got -5); omit it for unlimited</span>"#), "{}", negative.body);
+    assert!(negative.body.contains(r#"value="silver""#) && negative.body.contains(r#"value="-5""#), "input kept");
+    let not_a_number =
+        browser.submit("/admin/plans", "/admin/plans", &[("name", "silver"), ("tokens_per_minute", "lots"), ("queue_weight", "1")]).await;
+    assert_eq!(not_a_number.status, 422);
+    assert!(not_a_number.body.contains("must be a whole number"));
+
+    let created = browser
+        .submit(
+            "/admin/plans",
+            "/admin/plans",
+            &[
+                ("name", "silver"),
+                ("requests_per_minute", "600"),
+                ("queue_weight", "2"),
+                ("allowed_models", "*"),
+                ("entitlements", "models:read"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 303, "{}", created.body);
+    assert!(browser.get("/admin/plans").await.body.contains("Plan “silver” saved."));
+    let duplicate = browser
+        .submit(
+            "/admin/plans",
+            "/admin/plans",
+            &[("name", "silver"), ("queue_weight", "1"), ("allowed_models", "*"), ("entitlements", "models:read")],
+        )
+        .await;
+    assert_eq!(duplicate.status, 409);
+    assert!(duplicate.body.contains("already exists"));
+
+    let edit = browser.get("/admin/plans/silver").await;
+    assert_eq!(edit.status, 200);
+    assert!(edit.body.contains(r#"value="600""#), "the form shows the plan's settings");
+    let saved = browser
+        .submit(
+            "/admin/plans/silver",
+            "/admin/plans/silver",
+            &[
+                ("name", "silver"),
+                ("requests_per_minute", "1200"),
+                ("queue_weight", "3"),
+                ("allowed_models", "*"),
+                ("entitlements", "models:read"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let plan = gatehouse::db::plans::find_by_name(&mut app.db.conn(), "silver").unwrap();
+    assert_eq!((plan.requests_per_minute, plan.queue_weight), (Some(1200), 3));
+    assert_eq!(browser.get("/admin/plans/no-such-plan").await.status, 404);
+}

@@ -3,6 +3,7 @@
 //! A tenant admin who opens one gets the 404 page, as for any path that is not theirs.
 
 pub mod fleet;
+pub mod plans;
 pub mod tenants;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -16,7 +17,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/tenants", web::post().to(tenants::create_tenant))
         .route("/tenants/{tenant_id}/disable", web::post().to(tenants::disable_tenant))
         .route("/tenants/{tenant_id}/plan", web::post().to(tenants::change_plan))
-        .route("/plans", web::get().to(tenants::get_plans))
+        .route("/plans", web::get().to(plans::get_plans))
+        .route("/plans", web::post().to(plans::create_plan))
+        .route("/plans/{plan}", web::get().to(plans::get_plan))
+        .route("/plans/{plan}", web::post().to(plans::replace_plan))
         .route("/pools", web::get().to(fleet::get_pools))
         .route("/workers/{worker_id}/drain", web::post().to(fleet::drain_worker))
         .route("/workers/{worker_id}/remove", web::post().to(fleet::remove_worker))

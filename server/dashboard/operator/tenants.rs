@@ -7,7 +7,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::dashboard::chrome::{self, Chrome, Errors};
-use crate::dashboard::{PageError, Session, grouped};
+use crate::dashboard::{PageError, Session};
 use crate::service::tenants::{CreateTenantRequest, UpdateTenantRequest};
 use crate::state::AppState;
 
@@ -178,38 +178,4 @@ pub async fn change_plan(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-pub struct PlanRow {
-    pub name: String,
-    pub rpm: String,
-    pub tpm: String,
-    pub monthly_tokens: String,
-    pub weight: i32,
-    pub models: String,
-}
-
-#[derive(Template)]
-#[template(path = "admin/plans.html")]
-struct PlansPage {
-    chrome: Chrome,
-    plans: Vec<PlanRow>,
-}
-
-pub async fn get_plans(req: HttpRequest, state: web::Data<AppState>, s: Session) -> Result<HttpResponse, PageError> {
-    s.require_operator()?;
-    let plans = state.db.run(|conn| Ok(crate::service::plans::list(conn))).await??;
-    let opt = |v: Option<i64>| v.map_or_else(|| "unlimited".into(), grouped);
-    let rows = plans
-        .into_iter()
-        .map(|p| PlanRow {
-            rpm: opt(p.spec.requests_per_minute.map(i64::from)),
-            tpm: opt(p.spec.tokens_per_minute),
-            monthly_tokens: opt(p.spec.monthly_token_quota),
-            weight: p.spec.queue_weight,
-            models: p.spec.allowed_models.join(", "),
-            name: p.spec.name,
-        })
-        .collect();
-    chrome::render(&req, &PlansPage { chrome: Chrome::new(&s, &req, None, "/admin/plans"), plans: rows })
 }
