@@ -17,7 +17,7 @@ mod sections;
 #[cfg(test)]
 mod tests;
 
-pub use dashboard::DashboardConfig;
+pub use dashboard::{DashboardConfig, OidcConfig};
 pub use edge::{BanConfig, EdgeConfig};
 pub use sections::*;
 

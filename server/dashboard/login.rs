@@ -23,6 +23,8 @@ use crate::state::AppState;
 #[template(path = "admin/login.html")]
 struct LoginPage {
     csrf_token: String,
+    /// Whether single sign-on (`[dashboard.oidc]`) is offered.
+    sso: bool,
     email: String,
     error: Option<String>,
     flash: Option<Flash>,
@@ -47,7 +49,7 @@ fn login_token(req: &HttpRequest, tls: bool) -> Option<String> {
     req.cookie(session::login_cookie_name(tls)).map(|c| c.value().to_owned()).filter(|v| v.len() == 32)
 }
 
-fn login_page(
+pub(super) fn login_page(
     req: &HttpRequest,
     state: &AppState,
     status: StatusCode,
@@ -57,7 +59,8 @@ fn login_page(
     let tls = state.config.tls.enabled();
     let existing = login_token(req, tls);
     let token = existing.clone().unwrap_or_else(|| crate::domain::random_base62(32));
-    let page = LoginPage { csrf_token: token.clone(), email, error, flash: chrome::flash_of(req) };
+    let page =
+        LoginPage { csrf_token: token.clone(), sso: state.config.dashboard.oidc.enabled(), email, error, flash: chrome::flash_of(req) };
     let mut response = chrome::render_status(req, status, &page)?;
     if existing.is_none() {
         response
@@ -159,6 +162,19 @@ pub async fn post_login(req: HttpRequest, state: web::Data<AppState>, body: web:
             return login_page(&req, &state, StatusCode::UNAUTHORIZED, email, Some("Email or password is incorrect.".into()));
         }
     };
+    start_session(&req, &state, owner, "password").await
+}
+
+/// Signs `owner` in: a new session row (only the token's hash), the audit event, the cookie, and
+/// a redirect to the dashboard. `method`: how they proved who they are (`password`, `oidc`).
+pub async fn start_session(
+    req: &HttpRequest,
+    state: &AppState,
+    owner: TokenOwner,
+    method: &'static str,
+) -> Result<HttpResponse, PageError> {
+    let tls = state.config.tls.enabled();
+    let source = state.client_ip(req);
     let token = crate::domain::random_base62(43);
     let hash = session::hash_token(&token);
     let csrf: [u8; 32] = rand::random();
@@ -169,8 +185,10 @@ pub async fn post_login(req: HttpRequest, state: web::Data<AppState>, body: web:
         TokenOwner::Operator(id) => (ActorKind::Operator, id.to_string(), None),
         TokenOwner::TenantAdmin { admin, tenant } => (ActorKind::TenantAdmin, admin.to_string(), Some(tenant.clone())),
     };
-    let mut success =
-        AuditEvent::new(kind, "dashboard.login", Outcome::Success).actor(actor_id).origin(source, crate::telemetry::current_request_id());
+    let mut success = AuditEvent::new(kind, "dashboard.login", Outcome::Success)
+        .actor(actor_id)
+        .origin(source, crate::telemetry::current_request_id())
+        .details(serde_json::json!({ "method": method }));
     if let Some(t) = &tenant {
         success = success.tenant(t);
     }

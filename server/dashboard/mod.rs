@@ -11,6 +11,7 @@ pub mod charts;
 pub mod chrome;
 pub mod error;
 pub mod login;
+pub mod oidc;
 pub mod operator;
 pub mod session;
 pub mod tenant;
@@ -35,6 +36,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/", web::get().to(login::get_home))
             .route("/login", web::get().to(login::get_login))
             .route("/login", web::post().to(login::post_login))
+            .app_data(web::Data::new(oidc::Provider::default()))
+            .route("/login/oidc", web::get().to(oidc::start))
+            .route("/login/oidc/callback", web::get().to(oidc::callback))
             .route("/logout", web::post().to(login::post_logout))
             .route("/settings", web::get().to(login::get_settings))
             .route("/settings/password", web::post().to(login::post_password))

@@ -17,6 +17,7 @@ mod cors;
 mod dashboard_csrf;
 mod dashboard_isolation;
 mod dashboard_login;
+mod dashboard_oidc;
 mod dashboard_operator;
 mod dashboard_support;
 mod dashboard_tenant;
