@@ -4,7 +4,9 @@ through selenium) against a real `gatehouse dev`, as a person would use it:
 
   a tenant admin signs in, creates an API key, copies it from the page, calls /v1/models and a
   chat completion with it, sees the request on the usage page, downloads the CSV export, revokes
-  the key (which then gets 401) and signs out; then the operator signs in and drains a worker.
+  the key (which then gets 401) and signs out; then the operator signs in and drains a worker;
+  then a person signs in through single sign-on at tests/oidc/provider.py (a small OpenID
+  Connect provider started beside dev) and lands on their tenant's overview.
 
 Screenshots of the overview, API keys and usage pages go to --screenshots (docs/screenshots
 holds the committed ones: `--screenshots docs/screenshots` refreshes them).
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,8 @@ from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
+OIDC_CLIENT = ("gatehouse-dev", "browser-test-client-secret")
+SSO_EMAIL = "sso-admin@demo.example"
 ADMIN_EMAIL = "browser-admin@demo.example"
 ADMIN_PASSWORD = "browser test password 1"
 
@@ -50,6 +55,18 @@ def http(method, url, key, body=None):
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+class DevWithEnv(Dev):
+    """`gatehouse dev` with extra GATEHOUSE__… settings (Dev itself starts it with none)."""
+
+    def __init__(self, binary, workdir, port, extra_env):
+        # Dev drops inherited GATEHOUSE variables; a wrapper script sets these ones.
+        wrapper = workdir / "gatehouse-with-env"
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in extra_env.items())
+        wrapper.write_text(f"#!/bin/sh\n{exports}exec {shlex.quote(str(binary))} \"$@\"\n")
+        wrapper.chmod(0o755)
+        super().__init__(str(wrapper), workdir, port)
 
 
 def step(name):
@@ -167,6 +184,13 @@ def run(flow, base, downloads, dev_config):
     flow.wait.until(lambda d: "is draining." in d.page_source)
     flow.sign_out()
 
+    step("a person signs in through single sign-on and lands on their tenant's overview")
+    flow.go("/admin/login")
+    d.find_element(By.LINK_TEXT, "Sign in with single sign-on").click()
+    flow.wait.until(lambda d: f"/admin/t/{tenant}" in d.current_url)
+    assert SSO_EMAIL in d.page_source, "signed in as the provider's person"
+    flow.sign_out()
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -182,7 +206,20 @@ def main():
         shots = Path(args.screenshots).resolve() if args.screenshots else tmp / "screenshots"
         downloads = tmp / "downloads"
         downloads.mkdir()
-        dev = Dev(binary, tmp, free_port())
+        oidc_port = free_port()
+        provider = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve().parents[1] / "oidc" / "provider.py"), "--port", str(oidc_port),
+             "--client-id", OIDC_CLIENT[0], "--client-secret", OIDC_CLIENT[1], "--email", SSO_EMAIL,
+             "--claims", json.dumps({"gatehouse_tenant": "demo"})],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert provider.stdout.readline().strip() == "ready", "the OIDC provider did not start"
+        sso = {
+            "GATEHOUSE__DASHBOARD__OIDC__ISSUER": f"http://127.0.0.1:{oidc_port}",
+            "GATEHOUSE__DASHBOARD__OIDC__CLIENT_ID": OIDC_CLIENT[0],
+            "GATEHOUSE__DASHBOARD__OIDC__CLIENT_SECRET": OIDC_CLIENT[1],
+        }
+        dev = DevWithEnv(binary, tmp, free_port(), sso)
         driver = None
         try:
             dev.wait_ready(300)
@@ -206,6 +243,8 @@ def main():
             if driver:
                 driver.quit()
             dev.stop()
+            provider.kill()
+            provider.wait()
 
 
 if __name__ == "__main__":
