@@ -165,3 +165,22 @@ async fn plans_are_created_and_edited_with_the_apis_validation_messages() {
     assert_eq!((plan.requests_per_minute, plan.queue_weight), (Some(1200), 3));
     assert_eq!(browser.get("/admin/plans/no-such-plan").await.status, 404);
 }
+
+#[actix_rt::test]
+async fn the_pools_page_shows_each_workers_health_in_flight_requests_and_vllm_load() {
+    let (port, _simulator) = crate::gateway::simulator(|_| {});
+    let (app, key) = crate::gateway::gateway(&[port], 5000, |_| {}).await;
+    let browser = operator_session(&app).await;
+    let before = browser.get("/admin/pools").await;
+    assert!(before.body.contains("vLLM load"));
+    // One health round (the loop's work, run now) reads the simulator's vLLM gauges.
+    app.state.gateway.check_health(&app.state.upstream).await;
+    let after = browser.get("/admin/pools").await;
+    assert!(after.body.contains("<td>healthy</td>"), "{}", after.body);
+    assert!(
+        after.body.contains(r#"<td class="num">0</td><td class="num">0</td>"#),
+        "nothing in flight, the worker reports no load: {}",
+        after.body
+    );
+    assert_eq!(app.get_with("/v1/models", &key).await.status(), 200);
+}

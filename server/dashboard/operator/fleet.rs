@@ -20,6 +20,8 @@ pub struct WorkerRow {
     pub state: String,
     pub health: String,
     pub in_flight: String,
+    /// The worker's own reading (vLLM running + waiting requests), when it reports one.
+    pub load: String,
     pub slots: i32,
     pub changeable: bool,
 }
@@ -58,6 +60,11 @@ pub async fn get_pools(req: HttpRequest, state: web::Data<AppState>, s: Session)
                     changeable: w.state != WorkerState::Removed,
                     health: seen.map_or_else(|| "–".into(), |(_, status, _)| format!("{status:?}").to_lowercase()),
                     in_flight: seen.map_or_else(|| "–".into(), |(_, _, n)| n.to_string()),
+                    load: live
+                        .as_ref()
+                        .and_then(|l| l.worker_loads.iter().find(|(id, _)| *id == w.id))
+                        .and_then(|(_, busy)| *busy)
+                        .map_or_else(|| "–".into(), |b| b.to_string()),
                     state: w.state.to_string(),
                     slots: w.slots,
                     url: w.base_url,
