@@ -56,7 +56,7 @@ pub(super) fn login_page(
     email: String,
     error: Option<String>,
 ) -> Result<HttpResponse, PageError> {
-    let tls = state.config.tls.enabled();
+    let tls = session::secure(state, req);
     let existing = login_token(req, tls);
     let token = existing.clone().unwrap_or_else(|| crate::domain::random_base62(32));
     let page =
@@ -87,7 +87,7 @@ enum Attempt {
 }
 
 pub async fn post_login(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, PageError> {
-    let tls = state.config.tls.enabled();
+    let tls = session::secure(&state, &req);
     let form = session::Form::parse(&body);
     check_origin(&req)?;
     if !tokens_match(form.get("csrf_token"), &login_token(&req, tls).unwrap_or_default()) {
@@ -173,7 +173,7 @@ pub async fn start_session(
     owner: TokenOwner,
     method: &'static str,
 ) -> Result<HttpResponse, PageError> {
-    let tls = state.config.tls.enabled();
+    let tls = session::secure(state, req);
     let source = state.client_ip(req);
     let token = crate::domain::random_base62(43);
     let hash = session::hash_token(&token);
@@ -242,7 +242,7 @@ pub async fn post_logout(req: HttpRequest, state: web::Data<AppState>, s: Sessio
             Ok(crate::db::audit::insert(conn, &event)?)
         })
         .await?;
-    let tls = state.config.tls.enabled();
+    let tls = session::secure(&state, &req);
     let mut response = chrome::redirect_with("/admin/login", "You are signed out.", false);
     response.add_cookie(&removal(session::cookie_name(tls), tls)).map_err(|e| PageError::Internal(e.into()))?;
     Ok(response)
@@ -261,7 +261,7 @@ pub async fn post_password(req: HttpRequest, state: web::Data<AppState>, s: Sess
     let changed = state.db.run(move |conn| Ok(crate::service::accounts::change_password(conn, &owner, &current, &new, &actor))).await?;
     match changed {
         Ok(_) => {
-            let tls = state.config.tls.enabled();
+            let tls = session::secure(&state, &req);
             let mut response = chrome::redirect_with("/admin/login", "Your password is changed; sign in with the new one.", false);
             response.add_cookie(&removal(session::cookie_name(tls), tls)).map_err(|e| PageError::Internal(e.into()))?;
             Ok(response)

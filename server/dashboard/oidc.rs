@@ -174,7 +174,7 @@ fn open(state: &AppState, value: &str) -> Option<Flow> {
 }
 
 /// `GET /admin/login/oidc`: off to the provider.
-pub async fn start(state: web::Data<AppState>, provider: web::Data<Provider>) -> Result<HttpResponse, PageError> {
+pub async fn start(req: HttpRequest, state: web::Data<AppState>, provider: web::Data<Provider>) -> Result<HttpResponse, PageError> {
     let config = &state.config.dashboard.oidc;
     if !config.enabled() {
         return Err(PageError::NotFound);
@@ -196,7 +196,7 @@ pub async fn start(state: web::Data<AppState>, provider: web::Data<Provider>) ->
         nonce,
         expires: chrono::Utc::now().timestamp() + FLOW_TTL_S,
     };
-    let tls = state.config.tls.enabled();
+    let tls = session::secure(&state, &req);
     let mut response = super::see_other(url.as_str());
     response
         .add_cookie(&session::cookie(cookie_name(tls), seal(&state, &flow), tls, Some(FLOW_TTL_S)))
@@ -225,7 +225,7 @@ pub async fn callback(
     if !config.enabled() {
         return Err(PageError::NotFound);
     }
-    let tls = state.config.tls.enabled();
+    let tls = session::secure(&state, &req);
     let flow = req.cookie(cookie_name(tls)).and_then(|c| open(&state, c.value()));
     let outcome = match flow {
         // No flow of ours, or another one: a forged or replayed callback.

@@ -21,6 +21,17 @@ use crate::state::AppState;
 /// A session is stamped as used at most this often (one UPDATE per page is wasteful).
 const TOUCH_EVERY_S: i64 = 15;
 
+/// Whether the browser reached us over TLS: Gatehouse serves TLS itself, or a trusted proxy
+/// (`server.trusted_proxies`) terminated it and says so in `X-Forwarded-Proto`. Cookies are then
+/// `Secure` and `__Host-` prefixed.
+pub fn secure(state: &AppState, req: &HttpRequest) -> bool {
+    if state.config.tls.enabled() {
+        return true;
+    }
+    let from_proxy = req.peer_addr().is_some_and(|peer| state.trusted_proxies.iter().any(|net| net.contains(&peer.ip())));
+    from_proxy && req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
 /// The session cookie's name: `__Host-` prefixed (and `Secure`) when served over TLS.
 pub fn cookie_name(tls: bool) -> &'static str {
     if tls { "__Host-gh_session" } else { "gh_session" }
@@ -77,7 +88,7 @@ fn state_of(req: &HttpRequest) -> Result<web::Data<AppState>, PageError> {
 
 async fn load(req: &HttpRequest) -> Result<Session, PageError> {
     let state = state_of(req)?;
-    let tls = state.config.tls.enabled();
+    let tls = secure(&state, req);
     let token = req.cookie(cookie_name(tls)).map(|c| c.value().to_owned()).ok_or(PageError::SignIn)?;
     if token.len() != 43 || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(PageError::SignIn);

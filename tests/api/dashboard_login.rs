@@ -263,3 +263,34 @@ async fn admin_create_prints_a_generated_password_once_or_takes_one_from_stdin()
     assert!(created.get("password").is_none(), "a given password is never printed");
     assert_eq!(Browser::new(&app).login_as("stdin@example.com", "a password from stdin").await.status, 303);
 }
+
+#[actix_rt::test]
+async fn behind_a_trusted_tls_proxy_the_cookies_are_secure_and_host_prefixed() {
+    let app = TestApp::spawn_on(TestDb::new(), |c| c.server.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
+    let tenant = seed::tenant(&app.db, "Acme");
+    let email = admin(&app.db, &tenant);
+    let via_proxy = |r: reqwest::RequestBuilder| r.header("x-forwarded-proto", "https");
+    let form = via_proxy(app.client.get(app.url("/admin/login"))).send().await.unwrap();
+    let login_cookie =
+        form.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).find(|c| c.starts_with("__Host-gh_login="));
+    let login_cookie = login_cookie.expect("the login cookie is __Host- prefixed");
+    assert!(login_cookie.contains("Secure"), "{login_cookie}");
+    let token = login_cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    let answer = via_proxy(app.client.post(app.url("/admin/login")))
+        .header("cookie", format!("__Host-gh_login={token}"))
+        .header("origin", &app.address)
+        .form(&[("csrf_token", token.as_str()), ("email", email.as_str()), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    let session =
+        answer.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).find(|c| c.starts_with("__Host-gh_session="));
+    let session = session.expect("the session cookie is __Host- prefixed");
+    assert!(session.contains("Secure") && session.contains("HttpOnly") && session.contains("Path=/"), "{session}");
+    // The same header from an untrusted peer changes nothing.
+    let plain = TestApp::spawn().await;
+    let r = plain.client.get(plain.url("/admin/login")).header("x-forwarded-proto", "https").send().await.unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("gh_login=") && !cookie.contains("Secure"), "{cookie}");
+}
