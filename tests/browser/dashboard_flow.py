@@ -6,7 +6,8 @@ through selenium) against a real `gatehouse dev`, as a person would use it:
   chat completion with it, sees the request on the usage page, downloads the CSV export, revokes
   the key (which then gets 401) and signs out; then the operator signs in and drains a worker;
   then a person signs in through single sign-on at tests/oidc/provider.py (a small OpenID
-  Connect provider started beside dev) and lands on their tenant's overview.
+  Connect provider started beside dev) and lands on their tenant's overview. On a 390 px wide
+  window no page is wider than the window.
 
 Screenshots of the overview, API keys and usage pages go to --screenshots (docs/screenshots
 holds the committed ones: `--screenshots docs/screenshots` refreshes them).
@@ -164,6 +165,14 @@ def run(flow, base, downloads, dev_config):
     flow.go(f"/admin/t/{tenant}")
     assert d.find_elements(By.CSS_SELECTOR, "svg.chart") and MODEL in d.page_source
     flow.shot("overview")
+
+    step("on a narrow screen (390 px) no page is wider than the window")
+    d.set_window_size(390, 844)
+    for path in (f"/admin/t/{tenant}", f"/admin/t/{tenant}/api-keys", f"/admin/t/{tenant}/usage", f"/admin/t/{tenant}/clients", f"/admin/t/{tenant}/audit"):
+        flow.go(path)
+        width, inner = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width <= inner, f"{path} is {width} px wide in a {inner} px window"
+    d.set_window_size(1280, 1000)
 
     step("revokes the key, which then gets 401, and signs out")
     flow.go(f"/admin/t/{tenant}/api-keys")
