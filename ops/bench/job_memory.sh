@@ -12,7 +12,7 @@ if [ -z "${BIN:-}" ]; then
   cargo build --locked --release --bin gatehouse
   BIN="$PWD/target/release/gatehouse"
 fi
-GATEHOUSE_MEMORY_TEST_BIN="$BIN" \
+GATEHOUSE_TEST_BIN="$BIN" \
 GATEHOUSE_MEMORY_TEST_SECONDS="${AUDIO_SECONDS:-14400}" \
 GATEHOUSE_MEMORY_TEST_RATE="${RATE:-8000}" \
   cargo test --locked --test api alignment_bounds::a_long_low_bitrate -- --nocapture 2>&1 | grep -E '^memory:|panicked|grew by|test result'

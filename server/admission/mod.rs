@@ -168,6 +168,13 @@ pub fn queue_error(e: QueueError) -> ApiError {
             retry_after: Duration::from_secs(1),
             code: "queue_full",
         },
+        QueueError::Throttled => ApiError::RateLimited {
+            message: "this model's workers are saturated and this tenant already has its fair share of requests waiting; \
+                      retry shortly"
+                .into(),
+            retry_after: Duration::from_secs(1),
+            code: "pool_saturated",
+        },
         QueueError::DeadlineExceeded | QueueError::Closed => ApiError::Unavailable {
             message: "no model worker became available in time; retry shortly".into(),
             retry_after: Duration::from_secs(2),

@@ -24,6 +24,10 @@ pub enum PoolCommand {
         /// Milliseconds a request may wait for a slot before 503.
         #[arg(long)]
         queue_deadline_ms: Option<i32>,
+        /// Adaptive admission: the queue wait the pool aims to keep under, milliseconds
+        /// (default 5000, or the deadline if shorter; 0 turns it off).
+        #[arg(long)]
+        queue_wait_target_ms: Option<i32>,
         /// Aligner pools: most items per batch (default 16).
         #[arg(long)]
         batch_max_items: Option<i32>,
@@ -77,9 +81,27 @@ pub enum WorkerCommand {
 pub fn run_pool(config: &Config, command: PoolCommand) -> Result<(), CliError> {
     let mut conn = connect_current(config)?;
     match command {
-        PoolCommand::Add { name, kind, models, queue_deadline_ms, batch_max_items, batch_max_audio_ms, batch_max_wait_ms, output } => {
-            let request =
-                CreatePoolRequest { name, kind, models, queue_deadline_ms, batch_max_items, batch_max_audio_ms, batch_max_wait_ms };
+        PoolCommand::Add {
+            name,
+            kind,
+            models,
+            queue_deadline_ms,
+            queue_wait_target_ms,
+            batch_max_items,
+            batch_max_audio_ms,
+            batch_max_wait_ms,
+            output,
+        } => {
+            let request = CreatePoolRequest {
+                name,
+                kind,
+                models,
+                queue_deadline_ms,
+                queue_wait_target_ms,
+                batch_max_items,
+                batch_max_audio_ms,
+                batch_max_wait_ms,
+            };
             let pool = workers::create_pool(&mut conn, &request, &Actor::cli())?;
             if output.json {
                 return print_json(&pool);

@@ -239,8 +239,14 @@ impl Default for GatewayConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct UsageConfig {
     /// Milliseconds between two usage writes: at most one multi-row upsert per interval per
-    /// instance, whatever the request rate. A crash loses at most one interval.
+    /// instance, whatever the request rate.
     pub flush_interval_ms: u64,
+    /// Append each request's usage to a local journal before its answer completes, so a crash
+    /// of the process loses none (on by default).
+    pub journal: bool,
+    /// Where the journal is kept (relative paths: to the working directory). One instance per
+    /// directory; it must survive a restart of the instance.
+    pub journal_dir: PathBuf,
     /// Also write one lean row per request to `usage_events` (off by default).
     pub events: bool,
     /// Seconds between two reloads of each tenant's quota totals from the database, which brings
@@ -255,7 +261,15 @@ pub struct UsageConfig {
 
 impl Default for UsageConfig {
     fn default() -> Self {
-        UsageConfig { flush_interval_ms: 1000, events: false, quota_refresh_s: 30, max_exports_per_tenant: 2, max_exports: 8 }
+        UsageConfig {
+            flush_interval_ms: 1000,
+            journal: true,
+            journal_dir: "data/usage-journal".into(),
+            events: false,
+            quota_refresh_s: 30,
+            max_exports_per_tenant: 2,
+            max_exports: 8,
+        }
     }
 }
 
@@ -271,6 +285,9 @@ pub struct PoolDeclaration {
     pub models: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_deadline_ms: Option<i32>,
+    /// Adaptive admission's target queue wait, ms (0: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_wait_target_ms: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_max_items: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

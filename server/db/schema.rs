@@ -183,6 +183,7 @@ diesel::table! {
         source -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        queue_wait_target_ms -> Nullable<Int4>,
     }
 }
 
@@ -253,6 +254,14 @@ diesel::table! {
         audio_ms -> Int4,
         queue_wait_ms -> Int4,
         latency_ms -> Int4,
+    }
+}
+
+diesel::table! {
+    usage_journal_marks (journal_id) {
+        journal_id -> Text,
+        applied_segment -> Int8,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -389,6 +398,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     jobs,
     usage_rollups,
     usage_events,
+    usage_journal_marks,
     audit_events,
     alert_rules,
     alert_outbox,

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamp, Timestamptz};
 use diesel::upsert::excluded;
 
-use super::schema::{usage_events, usage_rollups};
+use super::schema::{usage_events, usage_journal_marks, usage_rollups};
 use crate::domain::TenantId;
 use crate::metering::report::{GroupBy, Month, UsageGroup, UsageRow};
 use crate::metering::{Amounts, UsageEvent, local_midnight};
@@ -82,8 +82,20 @@ pub fn period_totals(
     ))
 }
 
-/// One multi-row upsert of rollups, plus the per-request rows when kept, in one transaction.
-pub fn write_rollups(conn: &mut PgConnection, rows: &[(RollupKey, Totals)], events: &[UsageEvent]) -> QueryResult<()> {
+/// How far a usage journal's segments are in the database (0: none yet).
+pub fn journal_mark(conn: &mut PgConnection, journal_id: &str) -> QueryResult<i64> {
+    usage_journal_marks::table.find(journal_id).select(usage_journal_marks::applied_segment).first(conn).optional().map(|m| m.unwrap_or(0))
+}
+
+/// One multi-row upsert of rollups, plus the per-request rows when kept, and the journal mark
+/// (`(journal id, segment)`: that journal's segments up to this one are applied), in one
+/// transaction.
+pub fn write_rollups(
+    conn: &mut PgConnection,
+    rows: &[(RollupKey, Totals)],
+    events: &[UsageEvent],
+    mark: Option<(&str, i64)>,
+) -> QueryResult<()> {
     let values: Vec<_> = rows
         .iter()
         .map(|((minute, tenant, credential, model), t)| {
@@ -139,6 +151,22 @@ pub fn write_rollups(conn: &mut PgConnection, rows: &[(RollupKey, Totals)], even
                 })
                 .collect();
             diesel::insert_into(usage_events::table).values(values).execute(conn)?;
+        }
+        if let Some((journal, segment)) = mark {
+            diesel::insert_into(usage_journal_marks::table)
+                .values((
+                    usage_journal_marks::journal_id.eq(journal),
+                    usage_journal_marks::applied_segment.eq(segment),
+                    usage_journal_marks::updated_at.eq(Utc::now()),
+                ))
+                .on_conflict(usage_journal_marks::journal_id)
+                .do_update()
+                .set((
+                    usage_journal_marks::applied_segment
+                        .eq(diesel::dsl::sql::<BigInt>("greatest(usage_journal_marks.applied_segment, excluded.applied_segment)")),
+                    usage_journal_marks::updated_at.eq(Utc::now()),
+                ))
+                .execute(conn)?;
         }
         Ok(())
     })

@@ -44,6 +44,7 @@ pub struct Pool {
     pub source: PoolSource,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub queue_wait_target_ms: Option<i32>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -72,6 +73,7 @@ pub struct NewPool<'a> {
     pub batch_max_audio_ms: i32,
     pub batch_max_wait_ms: i32,
     pub source: PoolSource,
+    pub queue_wait_target_ms: Option<i32>,
 }
 
 /// Rewrites a pool's settings (a config-file declaration applied again); id and name stay.
@@ -84,6 +86,7 @@ pub fn update_pool(conn: &mut PgConnection, pool: &NewPool<'_>) -> QueryResult<P
             worker_pools::batch_max_audio_ms.eq(pool.batch_max_audio_ms),
             worker_pools::batch_max_wait_ms.eq(pool.batch_max_wait_ms),
             worker_pools::source.eq(pool.source),
+            worker_pools::queue_wait_target_ms.eq(pool.queue_wait_target_ms),
             worker_pools::updated_at.eq(Utc::now()),
         ))
         .returning(Pool::as_returning())

@@ -124,6 +124,9 @@ pub fn run(mut config: Config, args: DevArgs) -> Result<(), CliError> {
     if config.alignment.jobs_dir == crate::config::AlignmentConfig::default().jobs_dir {
         config.alignment.jobs_dir = data_dir.join("jobs");
     }
+    if config.usage.journal_dir == crate::config::UsageConfig::default().journal_dir {
+        config.usage.journal_dir = data_dir.join("usage-journal");
+    }
     config.validate()?;
 
     let url = config.database_url()?.to_owned();

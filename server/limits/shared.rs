@@ -208,6 +208,15 @@ impl RedisStore {
         Ok(tokio::time::timeout(self.timeout, pipe.query_async(&mut conn)).await.map_err(|_| RedisError::Timeout(self.timeout))??)
     }
 
+    /// Runs another module's script (the quota counters) over this store's connection, within
+    /// the same timeout.
+    pub async fn run_script<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, RedisError> {
+        let mut conn = self.connection().await?;
+        Ok(tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|_| RedisError::Timeout(self.timeout))??)
+    }
+
     /// A key of `namespace` under this deployment's prefix.
     pub fn key(&self, namespace: &str, rest: impl std::fmt::Display) -> String {
         format!("{}:{namespace}:{rest}", self.prefix)

@@ -24,6 +24,11 @@ pub struct CreatePoolRequest {
     pub models: Vec<String>,
     /// How long a request may wait for a slot before 503 (default 30000 ms).
     pub queue_deadline_ms: Option<i32>,
+    /// Adaptive admission: the queue wait (p95) the pool aims to keep under, ms (default 5000,
+    /// or the deadline if shorter; 0 turns it off). While the pool is above it, a tenant with
+    /// more than its fair share waiting is refused at once with 429 `pool_saturated`.
+    #[serde(default)]
+    pub queue_wait_target_ms: Option<i32>,
     /// Aligner pools: most items in one batch (default 16).
     #[serde(default)]
     pub batch_max_items: Option<i32>,
@@ -43,6 +48,7 @@ impl CreatePoolRequest {
             kind,
             models,
             queue_deadline_ms: None,
+            queue_wait_target_ms: None,
             batch_max_items: None,
             batch_max_audio_ms: None,
             batch_max_wait_ms: None,
@@ -78,6 +84,8 @@ pub struct PoolResponse {
     pub kind: PoolKind,
     pub models: Vec<String>,
     pub queue_deadline_ms: i32,
+    /// Adaptive admission's target queue wait, ms; null when off.
+    pub queue_wait_target_ms: Option<i32>,
     pub batch_max_items: i32,
     pub batch_max_audio_ms: i32,
     pub batch_max_wait_ms: i32,
@@ -105,6 +113,7 @@ fn pool_response(conn: &mut PgConnection, pool: Pool) -> Result<PoolResponse, Se
         kind: pool.kind,
         models: pool.models,
         queue_deadline_ms: pool.queue_deadline_ms,
+        queue_wait_target_ms: pool.queue_wait_target_ms,
         batch_max_items: pool.batch_max_items,
         batch_max_audio_ms: pool.batch_max_audio_ms,
         batch_max_wait_ms: pool.batch_max_wait_ms,
@@ -116,6 +125,7 @@ fn pool_response(conn: &mut PgConnection, pool: Pool) -> Result<PoolResponse, Se
 struct ValidPool {
     models: Vec<String>,
     deadline: i32,
+    wait_target: Option<i32>,
     batch_max_items: i32,
     batch_max_audio_ms: i32,
     batch_max_wait_ms: i32,
@@ -129,6 +139,7 @@ impl ValidPool {
             kind: req.kind,
             models: &self.models,
             queue_deadline_ms: self.deadline,
+            queue_wait_target_ms: self.wait_target,
             batch_max_items: self.batch_max_items,
             batch_max_audio_ms: self.batch_max_audio_ms,
             batch_max_wait_ms: self.batch_max_wait_ms,
@@ -166,6 +177,12 @@ fn validate_pool(req: &CreatePoolRequest) -> Result<ValidPool, ServiceError> {
     if !(1..=600_000).contains(&deadline) {
         return Err(ServiceError::invalid("queue_deadline_ms", "must be between 1 and 600000"));
     }
+    let wait_target = match req.queue_wait_target_ms {
+        None => Some(deadline.min(5_000)),
+        Some(0) => None,
+        Some(ms) if (10..=600_000).contains(&ms) => Some(ms),
+        Some(_) => return Err(ServiceError::invalid("queue_wait_target_ms", "must be 0 (off) or between 10 and 600000")),
+    };
     let batch_max_items = req.batch_max_items.unwrap_or(16);
     if !(1..=1024).contains(&batch_max_items) {
         return Err(ServiceError::invalid("batch_max_items", "must be between 1 and 1024"));
@@ -178,7 +195,7 @@ fn validate_pool(req: &CreatePoolRequest) -> Result<ValidPool, ServiceError> {
     if !(0..=60_000).contains(&batch_max_wait_ms) {
         return Err(ServiceError::invalid("batch_max_wait_ms", "must be between 0 and 60000"));
     }
-    Ok(ValidPool { models, deadline, batch_max_items, batch_max_audio_ms, batch_max_wait_ms })
+    Ok(ValidPool { models, deadline, wait_target, batch_max_items, batch_max_audio_ms, batch_max_wait_ms })
 }
 
 /// What applying the config file's pools changed.
@@ -208,6 +225,7 @@ pub fn apply_declared_pools(
             kind: d.kind,
             models: d.models.clone(),
             queue_deadline_ms: d.queue_deadline_ms,
+            queue_wait_target_ms: d.queue_wait_target_ms,
             batch_max_items: d.batch_max_items,
             batch_max_audio_ms: d.batch_max_audio_ms,
             batch_max_wait_ms: d.batch_max_wait_ms,

@@ -90,8 +90,8 @@ impl Application {
         // The prompt rule packs compile once here: a broken rules file stops the start.
         let prompt_rules = crate::domain::prompt_rules::Catalogue::embedded().context("prompt rule packs")?;
         let policies = PolicyStore::new(db.clone(), Duration::from_millis(config.gateway.policy_cache_ttl_ms), prompt_rules);
-        let usage = QuotaAccountantHandle::start(db.clone(), &config.usage);
         let limiter = RateLimiter::new(&config.redis, &tasks).await?;
+        let usage = QuotaAccountantHandle::start_journaled(db.clone(), &config.usage)?.with_redis(limiter.shared(), config.redis.on_error);
         let edge = Arc::new(Edge::new(config.edge.clone(), trusted_proxies.clone(), db.clone(), audit.clone(), limiter.shared()));
         edge.sync().await;
         let admission = Admitter::new(policies.clone(), limiter, usage.clone(), gateway.clone());

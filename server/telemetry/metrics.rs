@@ -5,6 +5,8 @@
 //! |---|---|---|
 //! | `gatehouse_queue_depth` | gauge | pool, tenant |
 //! | `gatehouse_queue_wait_seconds` | histogram | pool |
+//! | `gatehouse_queue_saturated` | gauge (1 = above its wait target: adaptive admission holds tenants to their share) | pool |
+//! | `gatehouse_queue_tenants_held` | gauge (tenants refused beyond their share now) | pool |
 //! | `gatehouse_worker_up` | gauge (1 = takes work) | pool, worker, state |
 //! | `gatehouse_worker_outstanding` | gauge | pool, worker |
 //! | `gatehouse_request_duration_seconds` | histogram | pool, model, status |
@@ -18,6 +20,7 @@
 //! | `gatehouse_audio_seconds_total` | counter | model |
 //! | `gatehouse_batch_items` | histogram | — |
 //! | `gatehouse_usage_writes_total`, `gatehouse_usage_write_failures_total` | counter | — |
+//! | `gatehouse_usage_journal_errors_total` | counter (journal appends or rotations that failed) | — |
 //! | `gatehouse_redis_errors_total` | counter | — |
 //! | `gatehouse_edge_refusals_total` | counter | reason (`banned`, `ip_rule`) |
 //! | `gatehouse_ip_bans_total` | counter | reason (`request_rate`, `auth_failures`, `client_errors`) |

@@ -227,6 +227,7 @@ impl Gateway {
                 eject_for: self.eject_for,
                 eject_after: self.eject_after,
                 stats_window: self.stats_window,
+                wait_target: pool.queue_wait_target_ms.map(|ms| Duration::from_millis(ms.max(1) as u64)),
                 batch,
             };
             let queue = match queues.get_mut(&pool.id) {
@@ -315,6 +316,9 @@ impl Gateway {
             if let Ok(mut m) = self.gauge_tenants.lock() {
                 m.insert(pool.pool_id.clone(), now);
             }
+            let adaptive = &status.adaptive;
+            metrics::gauge!("gatehouse_queue_saturated", "pool" => pool.pool_name.clone()).set(f64::from(u8::from(adaptive.saturated)));
+            metrics::gauge!("gatehouse_queue_tenants_held", "pool" => pool.pool_name.clone()).set(adaptive.limits.len() as f64);
             for (worker, state, outstanding) in status.workers {
                 for s in WorkerStatus::ALL {
                     let up = if s == state { 1.0 } else { 0.0 };

@@ -13,18 +13,17 @@
 //! FFT resampler, which 8 kHz audio goes through, is about 20 times slower than a release
 //! build's; the decoded stream, and so the memory at stake, is the same 16 kHz either way).
 //! `GATEHOUSE_MEMORY_TEST_SECONDS` and `GATEHOUSE_MEMORY_TEST_RATE` change them, and
-//! `GATEHOUSE_MEMORY_TEST_BIN` runs another build of the server: `ops/bench/job_memory.sh` runs
+//! `GATEHOUSE_TEST_BIN` runs another build of the server: `ops/bench/job_memory.sh` runs
 //! the report's four hours at 8 kHz (14 MB) against a release build. The figures are printed
 //! (`--no-capture` shows them).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::alignments::{MODEL, add_pool, align, aligner, form, received, wav, world};
-use crate::helpers::{TestDb, eventually, gatehouse, gatehouse_at, seed};
+use crate::helpers::{TestDb, eventually, seed};
+use crate::serve::Served;
 
 /// The bound the report asks for: growth of the server's resident memory over one upload.
 const MAX_GROWTH_KB: u64 = 256 * 1024;
@@ -67,38 +66,8 @@ fn reset_peak(pid: u32) -> u64 {
     status_kb(pid, "VmRSS")
 }
 
-/// `gatehouse serve` on a free port; returns the child and the port. Its log keeps being read
-/// (and dropped) so the server never blocks on a full pipe.
-fn serve(db: &TestDb, jobs_dir: &std::path::Path) -> (Child, u16) {
-    let mut command = match std::env::var_os("GATEHOUSE_MEMORY_TEST_BIN") {
-        Some(bin) => gatehouse_at(std::path::Path::new(&bin)),
-        None => gatehouse(),
-    };
-    let mut child = command
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("GATEHOUSE__SERVER__LISTEN", "127.0.0.1:0")
-        .env("GATEHOUSE__LOG__FORMAT", "json")
-        .env("GATEHOUSE__ALIGNMENT__JOBS_DIR", jobs_dir)
-        .env("GATEHOUSE__ALIGNMENT__JOB_IDLE_POLL_MS", "200")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = loop {
-        let line = lines.next().expect("server logged its port").unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "gatehouse listening" {
-            break v["port"].as_u64().unwrap() as u16;
-        }
-    };
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-    (child, port)
-}
-
 struct Server {
-    child: Child,
+    _served: Served,
     base: String,
     key: String,
     client: reqwest::Client,
@@ -116,13 +85,6 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[actix_web::test]
 async fn a_long_low_bitrate_upload_grows_the_server_by_less_than_256_mb() {
     let seconds = setting("GATEHOUSE_MEMORY_TEST_SECONDS", 3600);
@@ -136,9 +98,12 @@ async fn a_long_low_bitrate_upload_grows_the_server_by_less_than_256_mb() {
     let key = seed::api_key(&db, &tenant, "audio:align");
     add_pool(&db, &[port], 16, 0);
     let jobs_dir = tempfile::tempdir().unwrap();
-    let (child, server_port) = serve(&db, jobs_dir.path());
-    let pid = child.id();
-    let server = Server { child, base: format!("http://127.0.0.1:{server_port}"), key, client: reqwest::Client::new() };
+    let served = Served::start(
+        &db,
+        [("GATEHOUSE__ALIGNMENT__JOBS_DIR", jobs_dir.path().as_os_str()), ("GATEHOUSE__ALIGNMENT__JOB_IDLE_POLL_MS", "200".as_ref())],
+    );
+    let pid = served.pid();
+    let server = Server { base: served.base(), _served: served, key, client: reqwest::Client::new() };
 
     // A short job first, so the code and the buffers every job uses are part of the baseline.
     let warm = server.submit(wav(3.0, 16_000, 1), "warm.wav", "hello there").await;

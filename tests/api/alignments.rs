@@ -456,6 +456,7 @@ async fn one_bad_item_fails_only_itself_within_its_batch() {
         eject_for: Duration::from_secs(10),
         eject_after: 3,
         stats_window: Duration::from_secs(120),
+        wait_target: None,
         batch: Some(BatchSettings { max_items: 8, max_audio_ms: 600_000, max_wait: Duration::from_millis(200) }),
     };
     let worker = WorkerSpec { id: "w".into(), base_url: format!("http://127.0.0.1:{port}"), api_key: None, slots: 1, draining: false };

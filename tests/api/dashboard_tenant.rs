@@ -23,8 +23,13 @@ fn rollup(app: &TestApp, tenant: &TenantId, minutes_ago: i64, model: &str, reque
         queue_wait_ms_sum: 30,
         latency_ms_sum: 900,
     };
-    gatehouse::db::usage::write_rollups(&mut app.db.conn(), &[((minute, tenant.clone(), "key_test".into(), model.into()), totals)], &[])
-        .unwrap();
+    gatehouse::db::usage::write_rollups(
+        &mut app.db.conn(),
+        &[((minute, tenant.clone(), "key_test".into(), model.into()), totals)],
+        &[],
+        None,
+    )
+    .unwrap();
 }
 
 #[actix_rt::test]

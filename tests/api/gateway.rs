@@ -25,13 +25,15 @@ pub(crate) fn simulator(tweak: impl FnOnce(&mut SimulatorConfig)) -> (u16, actix
 
 /// An app with one pool of the given simulator ports, and an API key with chat scope.
 pub(crate) async fn gateway(ports: &[u16], deadline_ms: i32, tweak: impl FnOnce(&mut gatehouse::config::Config)) -> (TestApp, String) {
-    gateway_with_queue(ports, deadline_ms, 256, tweak).await
+    gateway_with_queue(ports, deadline_ms, 256, None, tweak).await
 }
 
+/// `wait_target_ms`: the pool's adaptive-admission target (None: the default).
 async fn gateway_with_queue(
     ports: &[u16],
     deadline_ms: i32,
     per_tenant: i32,
+    wait_target_ms: Option<i32>,
     tweak: impl FnOnce(&mut gatehouse::config::Config),
 ) -> (TestApp, String) {
     let db = TestDb::new();
@@ -41,6 +43,7 @@ async fn gateway_with_queue(
     let mut conn = db.conn();
     let req = CreatePoolRequest {
         queue_deadline_ms: Some(deadline_ms),
+        queue_wait_target_ms: wait_target_ms,
         ..CreatePoolRequest::new("qwen", gatehouse::domain::PoolKind::Llm, vec![MODEL.into()])
     };
     gatehouse::service::workers::create_pool(&mut conn, &req, &Actor::cli()).unwrap();
@@ -243,7 +246,7 @@ async fn a_full_queue_answers_429_queue_full() {
         c.max_concurrent = 64;
     });
     // 4 slots and room for 1 waiting request per tenant: of 6 concurrent requests one is refused.
-    let (app, key) = gateway_with_queue(&[port], 10_000, 1, |_| {}).await;
+    let (app, key) = gateway_with_queue(&[port], 10_000, 1, None, |_| {}).await;
     let mut inflight = Vec::new();
     for _ in 0..6 {
         let (client, url, key) = (app.client.clone(), app.url("/v1/chat/completions"), key.clone());
@@ -262,6 +265,42 @@ async fn a_full_queue_answers_429_queue_full() {
     assert!(refused[0].1, "429 carries Retry-After");
     assert_eq!(refused[0].2.as_deref(), Some("queue_full"));
     assert_eq!(results.iter().filter(|r| r.0 == 200).count(), 5);
+}
+
+#[actix_web::test]
+async fn a_saturated_pool_refuses_a_flooding_tenant_at_once_and_still_queues_another() {
+    let (port, _s) = simulator(|c| {
+        c.ttft_ms = 1500;
+        c.max_concurrent = 64;
+    });
+    // 4 slots, a 100 ms target: 10 requests fill the slots and leave 6 waiting past the target.
+    let (app, key) = gateway_with_queue(&[port], 30_000, 256, Some(100), |_| {}).await;
+    let send = |key: String| {
+        let (client, url) = (app.client.clone(), app.url("/v1/chat/completions"));
+        actix_rt::spawn(async move {
+            let r = client.post(url).bearer_auth(key).json(&chat(false, false)).send().await.unwrap();
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+            let code = r.json::<Value>().await.ok().and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
+            (status, retry, code)
+        })
+    };
+    let first: Vec<_> = (0..10).map(|_| send(key.clone())).collect();
+    let saturated = eventually(Duration::from_secs(10), || async {
+        let queue = app.state.gateway.route(MODEL).unwrap().queue.status().await;
+        queue.adaptive.saturated && !queue.adaptive.limits.is_empty()
+    })
+    .await;
+    assert!(saturated, "the pool is saturated and the tenant held back");
+    let (status, retry, code) = send(key.clone()).await.unwrap();
+    assert_eq!((status, code.as_deref()), (429, Some("pool_saturated")), "refused at once, not after the deadline");
+    assert_eq!(retry.as_deref(), Some("1"));
+    // Another tenant, under its share, still queues and is served.
+    let tenant = seed::tenant(&app.db, "Other");
+    let other = send(seed::api_key(&app.db, &tenant, "chat:completions"));
+    let results = futures_util::future::join_all(first).await;
+    assert!(results.iter().all(|r| r.as_ref().unwrap().0 == 200), "the requests admitted before are served: {results:?}");
+    assert_eq!(other.await.unwrap().0, 200);
 }
 
 use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -198,6 +198,7 @@ pub fn test_config(database_url: &str) -> Config {
     c.auth.master_key = Secret::new(TEST_MASTER_KEY);
     c.auth.pepper = Secret::new(TEST_PEPPER);
     c.alignment.jobs_dir = std::env::temp_dir().join("gatehouse-test-jobs");
+    c.usage.journal_dir = journal_dir();
     c
 }
 
@@ -283,7 +284,14 @@ pub fn gatehouse_at(path: &Path) -> Command {
         }
     }
     cmd.env("GATEHOUSE__AUTH__MASTER_KEY", TEST_MASTER_KEY).env("GATEHOUSE__AUTH__PEPPER", TEST_PEPPER);
+    // Each process its own usage journal (one process per journal).
+    cmd.env("GATEHOUSE__USAGE__JOURNAL_DIR", journal_dir());
     cmd
+}
+
+/// A fresh usage journal folder.
+pub fn journal_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("gatehouse-test-journal-{}", uuid::Uuid::new_v4()))
 }
 
 /// Runs a command, returning (exit code, stdout, stderr).
@@ -389,6 +397,20 @@ pub mod seed {
         )
         .unwrap();
         accounts::create_operator_token(&mut db.conn(), &pepper(), &email, "test", &Actor::cli()).unwrap().token
+    }
+
+    /// An LLM pool `name` serving `model` on workers at these local ports (`slots` each), with
+    /// the pool's default queue settings.
+    pub fn llm_pool(db: &TestDb, name: &str, model: &str, ports: &[u16], slots: i32) {
+        use gatehouse::service::workers::{self, AddWorkerRequest, CreatePoolRequest};
+        let master = gatehouse::auth::seal::MasterKey::from_config(&Secret::new(super::TEST_MASTER_KEY)).unwrap();
+        let mut conn = db.conn();
+        let req = CreatePoolRequest::new(name, gatehouse::domain::PoolKind::Llm, vec![model.into()]);
+        workers::create_pool(&mut conn, &req, &Actor::cli()).unwrap();
+        for port in ports {
+            let w = AddWorkerRequest { base_url: format!("http://127.0.0.1:{port}"), api_key: None, slots: Some(slots) };
+            workers::add_worker(&mut conn, &master, name, &w, &Actor::cli()).unwrap();
+        }
     }
 
     /// A management token for a fresh admin of `tenant`.

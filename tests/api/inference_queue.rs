@@ -1,5 +1,6 @@
 //! The `InferenceQueue` actor driven directly (deterministic: no HTTP, no timing races on the
-//! order of grants): fairness, bounds, deadlines, the circuit breaker and drain.
+//! order of grants): fairness, bounds, deadlines, adaptive admission, the circuit breaker and
+//! drain.
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ fn settings(max_per_tenant: usize, deadline_ms: u64) -> QueueSettings {
         eject_for: Duration::from_millis(300),
         eject_after: 3,
         stats_window: Duration::from_secs(120),
+        wait_target: None,
         batch: None,
     }
 }
@@ -112,4 +114,41 @@ async fn a_draining_worker_finishes_in_flight_work_and_takes_no_more() {
     in_flight.finish(Outcome::Success);
     q.set_workers(vec![]);
     assert!(q.status().await.workers.is_empty(), "removed once idle");
+}
+
+#[actix_web::test]
+async fn a_saturated_pool_holds_a_flooding_tenant_to_its_share_and_lifts_the_limit_when_it_drains() {
+    let mut s = settings(1000, 60_000);
+    s.wait_target = Some(Duration::from_millis(50));
+    let q = InferenceQueueHandle::start(&actix_rt::Arbiter::current(), vec![worker("w1", 1)], s);
+    let (heavy, light) = (TenantId::generate(), TenantId::generate());
+    // The only slot is busy; 40 heavy requests and one light one wait.
+    let busy = q.acquire(heavy.clone(), 1, Priority::Normal, 1.0).await.unwrap();
+    let mut waiting = Vec::new();
+    for i in 0..41 {
+        let (q, tenant) = (q.clone(), if i == 20 { light.clone() } else { heavy.clone() });
+        waiting.push(actix_rt::spawn(async move { q.acquire(tenant, 1, Priority::Normal, 1.0).await.map(|g| g.finish(Outcome::Success)) }));
+    }
+    assert!(eventually(Duration::from_secs(10), || async { q.status().await.waiting == 41 }).await);
+    // Their wait passes the 50 ms target: the heavy tenant's limit falls by halves to its share.
+    let held = eventually(Duration::from_secs(10), || async {
+        let a = q.status().await.adaptive;
+        a.saturated && a.limits == vec![(heavy.to_string(), 1.0)]
+    })
+    .await;
+    assert!(held, "the heavy tenant is held to one waiting request: {:?}", q.status().await.adaptive);
+    assert_eq!(q.acquire(heavy.clone(), 1, Priority::Normal, 1.0).await.unwrap_err(), QueueError::Throttled, "refused at once");
+    let light_again = {
+        let (q, light) = (q.clone(), light.clone());
+        actix_rt::spawn(async move { q.acquire(light, 1, Priority::Normal, 1.0).await.map(|g| g.finish(Outcome::Success)) })
+    };
+    assert!(eventually(Duration::from_secs(10), || async { q.status().await.waiting == 42 }).await, "the light tenant still queues");
+    // The slot frees: everything queued is served, and the limits go with the queue.
+    busy.finish(Outcome::Success);
+    for w in waiting.into_iter().chain([light_again]) {
+        w.await.unwrap().unwrap();
+    }
+    let lifted = eventually(Duration::from_secs(10), || async { q.status().await.adaptive.limits.is_empty() }).await;
+    assert!(lifted, "limits lifted: {:?}", q.status().await.adaptive);
+    q.acquire(heavy, 1, Priority::Normal, 1.0).await.unwrap().finish(Outcome::Success);
 }

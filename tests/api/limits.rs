@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TEST_MASTER_KEY, TestApp, TestDb, eventually, gatehouse, run, seed};
 
 pub(crate) const MODEL: &str = "Qwen/Qwen2.5-7B-Instruct";
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub(crate) const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 fn simulator() -> u16 {
     let mut c = SimulatorConfig::llm("127.0.0.1:0");
@@ -108,7 +108,7 @@ async fn send_json(app: &TestApp, method: reqwest::Method, path: &str, token: &s
     app.client.request(method, app.url(path)).bearer_auth(token).json(body).send().await.unwrap()
 }
 
-fn redis_prefix() -> String {
+pub(crate) fn redis_prefix() -> String {
     format!("gh-test-{}", gatehouse::domain::random_base62(10))
 }
 

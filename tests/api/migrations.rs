@@ -128,6 +128,7 @@ fn schema_rs_matches_the_database() {
         jobs,
         usage_rollups,
         usage_events,
+        usage_journal_marks,
         audit_events,
         alert_rules,
         alert_outbox,

@@ -75,6 +75,7 @@ fn declared(url: &str, slots: i32) -> gatehouse::config::PoolDeclaration {
         kind: gatehouse::domain::PoolKind::Llm,
         models: vec!["Qwen/Qwen2.5-7B-Instruct".into()],
         queue_deadline_ms: Some(5_000),
+        queue_wait_target_ms: None,
         batch_max_items: None,
         batch_max_audio_ms: None,
         batch_max_wait_ms: None,

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::grant::{AlignFailure, AlignItem, AlignReply, Batch, BatchEntry, Grant, Outcome, Waiter};
 use super::pool::{Health, LoadReading, WorkerStatus, record_failure};
-use super::{InferenceQueue, QueueError, QueueSettings, WindowStats, WorkerSpec};
+use super::{AdaptiveStatus, InferenceQueue, QueueError, QueueSettings, WindowStats, WorkerSpec};
 use crate::domain::TenantId;
 use crate::scheduler::Priority;
 
@@ -29,6 +29,9 @@ impl Handler<Enqueue> for InferenceQueue {
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) {
         let now = Instant::now();
+        if !self.adaptive.admits(&msg.tenant, msg.weight, self.queue.tenant_len(&msg.tenant)) {
+            return msg.waiter.refuse(QueueError::Throttled);
+        }
         match self.queue.push(msg.tenant, msg.weight, msg.priority, msg.cost, msg.waiter, now, now + self.settings.deadline) {
             Ok(()) => self.dispatch(ctx),
             Err((crate::scheduler::Admission::TenantFull, waiter)) => waiter.refuse(QueueError::TenantQueueFull),
@@ -129,7 +132,7 @@ impl Handler<SetWorkers> for InferenceQueue {
 }
 
 /// A snapshot for readiness and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueStatus {
     pub waiting: usize,
     pub waiting_by_tenant: Vec<(String, usize)>,
@@ -139,6 +142,8 @@ pub struct QueueStatus {
     pub worker_loads: Vec<(String, Option<u32>)>,
     /// Waits and outcomes over the pool's statistics window.
     pub recent: WindowStats,
+    /// Adaptive admission: saturated or not, and the tenants held back.
+    pub adaptive: AdaptiveStatus,
 }
 
 #[derive(Message)]
@@ -153,6 +158,7 @@ impl Handler<GetStatus> for InferenceQueue {
         let recent = self.stats.summary(now);
         MessageResult(QueueStatus {
             recent,
+            adaptive: self.adaptive.status(),
             waiting: self.queue.len(),
             waiting_by_tenant: self.queue.depths().map(|(t, n)| (t.to_string(), n)).collect(),
             workers: self

@@ -10,6 +10,7 @@
 //! costs its longest item), and hands each batch with its slot to the pool's executor task, which
 //! sends it to the worker and fans the results back. The actor only moves the jobs' handles.
 
+mod adaptive;
 mod grant;
 mod handle;
 mod pool;
@@ -23,6 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::domain::TenantId;
 use crate::scheduler::{FairQueue, QueueLimits};
+pub use adaptive::AdaptiveStatus;
 use grant::Waiter;
 pub use grant::{AlignDone, AlignFailure, AlignItem, AlignReply, Batch, BatchEntry, Grant, ItemResult, Outcome};
 pub use handle::{HealthReport, InferenceQueueHandle, QueueStatus};
@@ -43,6 +45,8 @@ pub enum QueueError {
     QueueFull,
     #[error("no worker became available within the queue deadline")]
     DeadlineExceeded,
+    #[error("the pool is saturated and the tenant has more than its fair share waiting")]
+    Throttled,
     #[error("the pool is shutting down")]
     Closed,
 }
@@ -73,6 +77,8 @@ pub struct QueueSettings {
     pub batch: Option<BatchSettings>,
     /// How far back the queue's wait and failure statistics look (for the alert rules).
     pub stats_window: Duration,
+    /// Adaptive admission: the queue wait the pool aims to keep under (None: off).
+    pub wait_target: Option<Duration>,
 }
 
 pub struct InferenceQueue {
@@ -83,6 +89,7 @@ pub struct InferenceQueue {
     /// A dispatch is already scheduled for this instant (batch wait).
     wake_at: Option<Instant>,
     stats: stats::PoolStats,
+    adaptive: adaptive::Adaptive,
 }
 
 impl InferenceQueue {
@@ -94,6 +101,7 @@ impl InferenceQueue {
             executor: None,
             wake_at: None,
             stats: stats::PoolStats::new(settings.stats_window),
+            adaptive: adaptive::Adaptive::new(settings.wait_target),
         };
         q.set_workers(workers);
         q
@@ -183,6 +191,7 @@ impl InferenceQueue {
             let Some(job) = self.queue.pop() else { break };
             let waited = job.waited(now);
             self.stats.waited(now, waited);
+            self.adaptive.granted(now, waited);
             match job.item {
                 Waiter::Slot(reply) => {
                     let grant = self.take_slot(index, waited, ctx);
@@ -244,6 +253,7 @@ impl InferenceQueue {
                 });
                 let Some(job) = next else { break };
                 let waited = job.waited(now);
+                self.adaptive.granted(now, waited);
                 if let Waiter::Batch(entry) = job.item {
                     if entry.reply.is_closed() {
                         continue; // its requester went away
@@ -271,12 +281,22 @@ impl InferenceQueue {
     }
 }
 
+impl InferenceQueue {
+    /// One period of adaptive admission (see `adaptive`).
+    fn adjust_admission(&mut self) {
+        self.adaptive.adjust(Instant::now(), self.queue.oldest(), self.queue.depths());
+    }
+}
+
 impl Actor for InferenceQueue {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(10_000);
         ctx.run_interval(TICK, |act, ctx| act.dispatch(ctx));
+        if self.settings.wait_target.is_some() {
+            ctx.run_interval(adaptive::CONTROL_PERIOD, |act, _| act.adjust_admission());
+        }
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {

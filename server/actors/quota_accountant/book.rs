@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+use super::shared::SharedQuotas;
 use crate::domain::TenantId;
 use crate::metering::{Amounts, Period, Quotas};
 
@@ -47,17 +48,27 @@ pub(super) fn lock(book: &Book) -> std::sync::MutexGuard<'_, HashMap<TenantId, T
 }
 
 /// A request's quota reservation; released on drop.
-#[derive(Debug)]
 pub struct QuotaHold {
     pub(super) book: Book,
     pub(super) tenant: TenantId,
     pub(super) demand: Amounts,
+    /// The hold in the shared counters (with Redis) and its id.
+    pub(super) shared: Option<(Arc<SharedQuotas>, String)>,
+}
+
+impl std::fmt::Debug for QuotaHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotaHold").field("tenant", &self.tenant).field("demand", &self.demand).finish()
+    }
 }
 
 impl Drop for QuotaHold {
     fn drop(&mut self) {
         if let Some(t) = lock(&self.book).get_mut(&self.tenant) {
             t.inflight -= self.demand;
+        }
+        if let Some((shared, id)) = self.shared.take() {
+            shared.release(self.tenant.clone(), id);
         }
     }
 }

@@ -1,25 +1,39 @@
-//! The ledger the accountant keeps: events recorded by requests and not yet folded, the pending
-//! per-minute rollups, and the quota book. It outlives any one accountant actor, so an actor that
-//! dies and is started again loses nothing that was recorded.
+//! The ledger the accountant keeps: events recorded by requests and not yet folded (each also in
+//! the usage journal, when it is on), the pending per-minute rollups, and the quota book. It
+//! outlives any one accountant actor, so an actor that dies and is started again loses nothing
+//! that was recorded.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, DurationRound, Utc};
 
 use super::book::{Book, lock};
+use super::journal::{self, Journal};
 use crate::db::Db;
 use crate::db::alerts::{self, NewAlert};
 use crate::db::usage::{self as usage_db, RollupKey, Totals};
 use crate::domain::{Severity, TenantId};
 use crate::metering::{Amounts, Period, UsageEvent};
 
+/// Finished requests' events waiting for the next flush, and the journal they are appended to
+/// (one lock, so the events taken at a flush are exactly those of the segments it closes).
+#[derive(Default)]
+pub(super) struct Inbox {
+    events: Vec<UsageEvent>,
+    journal: Option<Journal>,
+}
+
 #[derive(Default)]
 pub(super) struct Ledger {
-    /// Finished requests' events, waiting for the next flush. A shared buffer rather than a
-    /// message each: recording a request wakes no other thread.
-    pub(super) inbox: Mutex<Vec<UsageEvent>>,
+    /// A shared buffer rather than a message per request: recording a request wakes no other
+    /// thread.
+    inbox: Mutex<Inbox>,
+    journal_dir: Option<PathBuf>,
+    /// Segments found at start-up, not yet read back.
+    unreplayed: Mutex<Vec<journal::Segment>>,
     pub(super) book: Book,
     pending: Mutex<HashMap<RollupKey, Totals>>,
     events: Mutex<Vec<UsageEvent>>,
@@ -30,6 +44,70 @@ pub(super) struct Ledger {
 impl Ledger {
     pub(super) fn new(keep_events: bool) -> Ledger {
         Ledger { keep_events, ..Ledger::default() }
+    }
+
+    /// A ledger journaled in `dir`. The segments already there (a crash's leftovers) are read
+    /// back by the first flush that can read the database's mark (`replay`).
+    pub(super) fn journaled(keep_events: bool, dir: &Path) -> anyhow::Result<Ledger> {
+        use anyhow::Context;
+        let (journal, segments) = Journal::open(dir).with_context(|| format!("cannot open the usage journal in {}", dir.display()))?;
+        Ok(Ledger {
+            keep_events,
+            journal_dir: Some(dir.to_owned()),
+            inbox: Mutex::new(Inbox { events: Vec::new(), journal: Some(journal) }),
+            unreplayed: Mutex::new(segments),
+            ..Ledger::default()
+        })
+    }
+
+    /// Reads back the segments found at start-up that the database has not applied, ahead of
+    /// anything recorded since, and removes those it has. False while the mark cannot be read
+    /// (no flush until then: writing without the replay could not be marked correctly).
+    async fn replay(&self, db: &Db) -> bool {
+        let segments = std::mem::take(&mut *self.unreplayed.lock().unwrap_or_else(|p| p.into_inner()));
+        let (Some(dir), false) = (&self.journal_dir, segments.is_empty()) else { return true };
+        let Some(id) = lock_inbox(&self.inbox).journal.as_ref().map(|j| j.id().to_owned()) else { return true };
+        let applied = match db.run(move |conn| Ok(usage_db::journal_mark(conn, &id)?)).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                tracing::warn!(error = %e, "usage journal mark not readable yet; usage write postponed");
+                *self.unreplayed.lock().unwrap_or_else(|p| p.into_inner()) = segments;
+                return false;
+            }
+        };
+        let mut events = Vec::new();
+        for segment in segments.iter().filter(|s| s.number as i64 > applied) {
+            match journal::read_segment(&segment.path) {
+                Ok(found) => events.extend(found),
+                Err(e) => {
+                    let kept = segment.path.with_extension("unreadable");
+                    tracing::error!(error = %e, path = %segment.path.display(), kept = %kept.display(), "usage journal segment unreadable; kept aside, not billed");
+                    let _ = std::fs::rename(&segment.path, &kept);
+                }
+            }
+        }
+        journal::remove_through(dir, applied.max(0) as u64);
+        if !events.is_empty() {
+            tracing::warn!(requests = events.len(), "usage of requests served before a crash read back from the journal");
+            let mut book = lock(&self.book);
+            for e in &events {
+                book.entry(e.tenant_id.clone()).or_default().unflushed += e.amounts();
+            }
+        }
+        let mut inbox = lock_inbox(&self.inbox);
+        events.append(&mut inbox.events);
+        inbox.events = events;
+        true
+    }
+
+    /// Takes one finished request's usage: into the journal (before the answer completes),
+    /// then into the inbox.
+    pub(super) fn record(&self, event: UsageEvent) {
+        let mut inbox = lock_inbox(&self.inbox);
+        if let Some(journal) = inbox.journal.as_mut() {
+            journal.append(&event);
+        }
+        inbox.events.push(event);
     }
 
     /// Folds one event into the pending rollups (and the per-request rows, when kept).
@@ -52,7 +130,40 @@ impl Ledger {
     /// One multi-row upsert for everything pending (kept for the next interval if it fails),
     /// then the flushed amounts move from `unflushed` to `committed` in the quota book.
     pub(super) async fn flush(&self, db: &Db) {
-        let arrived = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|p| p.into_inner()));
+        if !self.replay(db).await {
+            return;
+        }
+        let nothing_pending = self.pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        let (arrived, closed) = {
+            let mut inbox = lock_inbox(&self.inbox);
+            if inbox.events.is_empty() && nothing_pending {
+                return;
+            }
+            let closed = match inbox.journal.as_mut().map(Journal::rotate) {
+                None => None,
+                Some(Ok((segment, file))) => Some((segment, file)),
+                Some(Err(e)) => {
+                    // Without a closed segment to mark, writing would bill these again after a
+                    // crash: keep them for the next interval.
+                    metrics::counter!("gatehouse_usage_journal_errors_total").increment(1);
+                    tracing::error!(error = %e, "usage journal segment not rotated; usage write postponed");
+                    return;
+                }
+            };
+            (std::mem::take(&mut inbox.events), closed)
+        };
+        let mark = match (closed, &self.journal_dir) {
+            (Some((segment, file)), Some(_)) => {
+                // The closed segment reaches the disk before its usage is written.
+                let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
+                if !matches!(synced, Ok(Ok(()))) {
+                    tracing::warn!("usage journal segment {segment} not synced");
+                }
+                let id = lock_inbox(&self.inbox).journal.as_ref().map(|j| j.id().to_owned());
+                id.map(|id| (id, segment))
+            }
+            _ => None,
+        };
         let (batch, events) = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
@@ -62,10 +173,15 @@ impl Ledger {
             }
             (pending.drain().collect::<Vec<(RollupKey, Totals)>>(), std::mem::take(&mut *events))
         };
-        let (rows, kept) = (batch.clone(), events.clone());
-        let result = db.run(move |conn| Ok(usage_db::write_rollups(conn, &rows, &kept)?)).await;
+        let (rows, kept, applied) = (batch.clone(), events.clone(), mark.clone());
+        let result = db
+            .run(move |conn| Ok(usage_db::write_rollups(conn, &rows, &kept, applied.as_ref().map(|(id, n)| (id.as_str(), *n as i64)))?))
+            .await;
         match result {
             Ok(()) => {
+                if let (Some((_, segment)), Some(dir)) = (&mark, &self.journal_dir) {
+                    journal::remove_through(dir, *segment);
+                }
                 self.writes.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("gatehouse_usage_writes_total").increment(1);
                 let mut flushed: HashMap<&TenantId, Amounts> = HashMap::new();
@@ -183,6 +299,10 @@ impl Ledger {
             tracing::warn!(error = %e, "quota alerts not written");
         }
     }
+}
+
+fn lock_inbox(inbox: &Mutex<Inbox>) -> std::sync::MutexGuard<'_, Inbox> {
+    inbox.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The tenant's committed usage since `day` and since `month`.
