@@ -2,8 +2,9 @@
 # The whole test suite, from a fresh machine: installs and starts what is missing (build tools,
 # PostgreSQL, Redis, ffmpeg, clamd, Python virtualenvs), then runs rustfmt, clippy, the
 # single-crypto-provider gate, every Rust test, the Python conformance suite, the aligner
-# worker's tests and the README's examples. Prints the time of every step, and drops the tests'
-# template database at the end (docs/testing.md).
+# worker's tests, the dashboard's browser test (headless Chromium) and the README's examples.
+# Prints the time of every step, and drops the tests' template database at the end
+# (docs/testing.md).
 #   TEST_DATABASE_URL   server-level URL the tests create their databases on
 #                       (default postgres://postgres@127.0.0.1:5432/postgres)
 #   KEEP_TEST_TEMPLATE  1 = keep the template database (faster next run)
@@ -143,6 +144,12 @@ bash ops/conformance.sh
 
 step "aligner reference worker: contract tests against a fake model (ops/workers/aligner)"
 bash ops/workers/aligner/test.sh
+
+step "dashboard in headless Chromium: sign in, API key, usage, export, revoke, drain (tests/browser/dashboard_flow.py)"
+command -v chromium >/dev/null 2>&1 || apt_install chromium
+command -v chromedriver >/dev/null 2>&1 || apt_install chromium-driver
+[ -x target/debug/gatehouse ] || cargo build --locked
+.venv-conf/bin/python tests/browser/dashboard_flow.py --gatehouse target/debug/gatehouse --screenshots target/screenshots
 
 step "README examples against gatehouse dev (tests/readme/check_readme.py)"
 [ -x target/debug/gatehouse ] || cargo build --locked

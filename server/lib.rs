@@ -11,6 +11,7 @@ pub mod audio;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod dev;
 pub mod domain;

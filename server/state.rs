@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use crate::actors::alert_mailer::AlertMailerHandle;
 use crate::actors::quota_accountant::QuotaAccountantHandle;
 use crate::admission::Admitter;
+use crate::auth::limits::TokenLimits;
 use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::db::Db;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub alerts: AlertMailerHandle,
     /// IP rules and bans: what runs before authentication.
     pub edge: Arc<Edge>,
+    /// The dashboard login form's per-IP limit and per-(account, IP) lockout.
+    pub login_limits: Arc<TokenLimits>,
 }
 
 impl AppState {

@@ -48,12 +48,13 @@ ensure_postgres_binaries() {
   pg_bindir >/dev/null || { echo "ops: PostgreSQL server binaries still not found" >&2; return 1; }
 }
 
-# The Python virtualenv the tests use (.venv-conf): the conformance suite's client libraries, and
-# aiosmtpd, the SMTP server the alert tests start. Created (or completed) when something is missing.
+# The Python virtualenv the tests use (.venv-conf): the conformance suite's client libraries,
+# aiosmtpd, the SMTP server the alert tests start, and selenium, which drives Debian's chromium in
+# the dashboard's browser test. Created (or completed) when something is missing.
 ensure_test_venv() {
   local venv=.venv-conf
   command -v python3 >/dev/null 2>&1 || apt_install python3
-  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import authlib, requests_oauthlib, jwt, openai, httpx, pytest, aiosmtpd, openapi_spec_validator, schemathesis' >/dev/null 2>&1; then
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import authlib, requests_oauthlib, jwt, openai, httpx, pytest, aiosmtpd, openapi_spec_validator, schemathesis, selenium' >/dev/null 2>&1; then
     return 0
   fi
   # Debian/Ubuntu ship venv's ensurepip separately: try a throwaway venv, install python3-venv if it fails.
@@ -65,7 +66,7 @@ ensure_test_venv() {
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
     authlib==1.9.6 requests requests-oauthlib==2.0.0 "pyjwt[crypto]==2.15.1" openai==3.51.0 httpx pytest aiosmtpd==1.4.6 \
-    openapi-spec-validator==0.9.0 schemathesis==4.32.5
+    openapi-spec-validator==0.9.0 schemathesis==4.32.5 selenium==4.50.0
 }
 
 # ClamAV's clamd, for the malware-scanning tests (tests/api/malware.rs). They start their own clamd

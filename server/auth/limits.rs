@@ -72,6 +72,20 @@ impl TokenLimits {
         }
     }
 
+    /// The dashboard's login form, on the same machinery: a limit per client IP, and a lockout
+    /// per (account email, IP) after too many failures. The account key is the lower-cased email.
+    pub fn for_dashboard_logins(config: &crate::config::DashboardConfig) -> TokenLimits {
+        TokenLimits::new(&AuthConfig {
+            token_ip_per_min: config.login_ip_per_min,
+            token_ip_burst: config.login_ip_per_min,
+            // Not used for logins (the account key is only counted in failures).
+            token_client_per_min: 1_000_000,
+            token_failures_per_5min: config.login_failures_per_5min,
+            token_lockout_s: config.login_lockout_s,
+            ..AuthConfig::default()
+        })
+    }
+
     fn info(policy: &'static str, limit: u32, snapshot: &governor::middleware::StateSnapshot) -> RateInfo {
         let remaining = snapshot.remaining_burst_capacity();
         let per_unit = 60.0 / f64::from(limit.max(1));

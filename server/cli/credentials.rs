@@ -70,16 +70,41 @@ pub enum ApiKeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Create a tenant admin and a management-API token confined to that tenant.
+    /// Create a tenant admin who can sign in to the dashboard, and a management-API token
+    /// confined to that tenant. Without --password-stdin a password is generated and printed once.
     Create {
         /// Tenant id or slug.
         #[arg(long)]
         tenant: String,
         #[arg(long)]
         email: String,
+        /// Read the admin's dashboard password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
         #[command(flatten)]
         output: Output,
     },
+    /// Disable a tenant admin: their dashboard sessions end at once.
+    Disable {
+        /// Tenant id or slug.
+        #[arg(long)]
+        tenant: String,
+        /// The admin's id (adm_…).
+        #[arg(long)]
+        admin: String,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+/// `gatehouse admin create --json`: the admin, its token and, when generated, its password.
+#[derive(serde::Serialize)]
+struct CreatedAdmin {
+    #[serde(flatten)]
+    issued: accounts::IssuedToken,
+    /// The generated dashboard password, shown once (absent with --password-stdin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,17 +162,42 @@ pub fn run_api_key(config: &Config, command: ApiKeyCommand) -> Result<(), CliErr
 }
 
 pub fn run_admin(config: &Config, command: AdminCommand) -> Result<(), CliError> {
-    let AdminCommand::Create { tenant, email, output } = command;
+    let (tenant, email, password_stdin, output) = match command {
+        AdminCommand::Create { tenant, email, password_stdin, output } => (tenant, email, password_stdin, output),
+        AdminCommand::Disable { tenant, admin, output } => {
+            let mut conn = connect_current(config)?;
+            let tenant = resolve(&mut conn, &tenant)?.id();
+            let ended = accounts::disable_admin(&mut conn, &tenant, &admin, &Actor::cli())?;
+            if output.json {
+                return print_json(&serde_json::json!({ "admin_id": admin, "disabled": true, "sessions_ended": ended }));
+            }
+            println!("disabled {admin}; {ended} dashboard session(s) ended");
+            return Ok(());
+        }
+    };
     let email = super::operator::validate_email(&email)?.to_owned();
+    let (password, generated) = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| CliError::Usage(format!("cannot read the password from stdin: {e}")))?;
+        (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+    } else {
+        (crate::auth::password::generate(), true)
+    };
+    let hash = crate::auth::password::hash(&password).map_err(|e| CliError::Usage(format!("--password-stdin: {e}")))?;
     let pepper = pepper(config)?;
     let mut conn = connect_current(config)?;
     let tenant = resolve(&mut conn, &tenant)?.id();
-    let issued = accounts::create_admin(&mut conn, &pepper, &tenant, &email, &Actor::cli())?;
+    let issued = accounts::create_admin(&mut conn, &pepper, &tenant, &email, Some(&hash), &Actor::cli())?;
+    let created = CreatedAdmin { issued, password: generated.then_some(password) };
     if output.json {
-        return print_json(&issued);
+        return print_json(&created);
     }
-    println!("admin:  {} ({})", email, issued.admin_id.as_deref().unwrap_or_default());
-    println!("token:  {}", issued.token);
+    println!("admin:    {} ({})", email, created.issued.admin_id.as_deref().unwrap_or_default());
+    if let Some(password) = &created.password {
+        println!("password: {password}");
+        println!("(dashboard sign-in at /admin/login; shown once)");
+    }
+    println!("token:    {}", created.issued.token);
     println!("(use it as `Authorization: Bearer …` on /api/v1; shown once)");
     Ok(())
 }

@@ -11,11 +11,13 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod dashboard;
 mod edge;
 mod sections;
 #[cfg(test)]
 mod tests;
 
+pub use dashboard::{DashboardConfig, OidcConfig};
 pub use edge::{BanConfig, EdgeConfig};
 pub use sections::*;
 
@@ -96,6 +98,7 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub alerts: AlertsConfig,
     pub edge: EdgeConfig,
+    pub dashboard: DashboardConfig,
 }
 
 impl Config {
@@ -249,6 +252,7 @@ impl Config {
         self.validate_auth()?;
         self.validate_timings()?;
         self.edge.validate()?;
+        self.dashboard.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(ConfigError::invalid("log.filter", e.to_string()));
         }

@@ -187,3 +187,46 @@ pub fn list_for_tenant(conn: &mut PgConnection, tenant: &TenantId, limit: i64) -
         .select(AuditRow::as_select())
         .load(conn)
 }
+
+/// What the audit pages filter on; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    /// An action or an action prefix (`api_key.` matches every API-key action).
+    pub action: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// Audit events newest first, one page: a tenant's (`Some`) or everyone's (`None`, operators).
+pub fn list_filtered(
+    conn: &mut PgConnection,
+    tenant: Option<&TenantId>,
+    filter: &AuditFilter,
+    limit: i64,
+    offset: i64,
+) -> QueryResult<Vec<AuditRow>> {
+    let mut query = audit_events::table.into_boxed();
+    if let Some(t) = tenant {
+        query = query.filter(audit_events::tenant_id.eq(t.as_str()));
+    }
+    if let Some(actor) = &filter.actor {
+        query = query.filter(audit_events::actor_id.eq(actor.clone()));
+    }
+    if let Some(action) = &filter.action {
+        let escaped = action.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        query = query.filter(audit_events::action.like(format!("{escaped}%")));
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(audit_events::occurred_at.ge(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(audit_events::occurred_at.lt(to));
+    }
+    query
+        .order((audit_events::occurred_at.desc(), audit_events::id.desc()))
+        .limit(limit)
+        .offset(offset)
+        .select(AuditRow::as_select())
+        .load(conn)
+}

@@ -16,10 +16,12 @@ pub mod partitions;
 pub mod plans;
 pub mod revocations;
 pub mod schema;
+pub mod sessions;
 pub mod signing_keys;
 pub mod states;
 pub mod tenants;
 pub mod usage;
+pub mod usage_views;
 pub mod workers;
 
 use std::sync::Arc;

@@ -91,6 +91,7 @@ pub fn render(info: &DevInfo<'_>, env_path: &Path) -> String {
         "\nGatehouse dev is running at {base}\
          \n  tenant:    Demo (slug {slug}, id {tenant})\
          \n  operator:  {email} (management token: $MGMT below)\
+         \n  dashboard: {base}/admin/login (sign in as {email}, password {password})\
          \n  client:    {client_id} (OAuth2 client credentials)\
          \n  api key:   {api_key}\
          \n  models:    {model} (LLM worker SIMULATORS on ports {llm_ports})\
@@ -101,6 +102,7 @@ pub fn render(info: &DevInfo<'_>, env_path: &Path) -> String {
         slug = info.seeded.tenant_slug,
         tenant = info.seeded.tenant_id,
         email = c.email,
+        password = c.password,
         client_id = c.client_id,
         api_key = c.api_key,
         model = DEMO_MODEL,

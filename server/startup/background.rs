@@ -128,9 +128,26 @@ pub(super) fn start(state: web::Data<AppState>) {
                 run_maintenance(&s.db, &s.config, &s.auth).await;
                 s.jobs.sweep_expired().await;
                 s.auth.limits.shrink();
+                s.login_limits.shrink();
+                purge_dashboard_sessions(&s).await;
             }
         }
     });
+}
+
+/// Deletes dashboard sessions past their absolute lifetime or idle timeout (they are refused
+/// already; this keeps the table small).
+async fn purge_dashboard_sessions(s: &AppState) {
+    let idle = chrono::Duration::seconds(s.config.dashboard.session_idle_s as i64);
+    let result =
+        s.db.run(move |conn| {
+            let now = chrono::Utc::now();
+            Ok(crate::db::sessions::purge_expired(conn, now, now - idle)?)
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "expired dashboard sessions not purged");
+    }
 }
 
 /// Creates monthly partitions ahead and drops expired ones, keeps signing keys rotated and

@@ -114,6 +114,7 @@ impl Application {
             decodes: Arc::new(Slots::new(config.alignment.max_concurrent_decodes_per_tenant, config.alignment.max_concurrent_decodes)),
             alerts,
             edge: edge.clone(),
+            login_limits: Arc::new(crate::auth::limits::TokenLimits::for_dashboard_logins(&config.dashboard)),
         });
         let tls = config.tls.enabled();
         let max_body = config.server.max_body_bytes;
@@ -161,6 +162,7 @@ impl Application {
                 .wrap(middleware::from_fn(request_id_middleware))
                 .wrap(TracingLogger::<GatehouseRootSpan>::new())
                 .configure(crate::routes::configure)
+                .configure(crate::dashboard::configure)
                 .configure(extra_routes.clone())
                 .default_service(web::to(crate::routes::not_found))
         })

@@ -31,6 +31,7 @@
 //! | `gatehouse_alerts_pending` | gauge | — |
 //! | `gatehouse_alerts_sent_total`, `gatehouse_alerts_failed_total` | counter | — |
 //! | `gatehouse_malware_scans_total` | counter | result (`clean`, `infected`, `error`: no verdict) |
+//! | `gatehouse_dashboard_logins_total` | counter | outcome (`success`, `bad_credentials`, `ip_limited`, `locked_out`, `oidc_refused`) |
 //!
 //! `ops/prometheus/alerts.yml` and `ops/grafana/gatehouse.json` use these names; a test checks
 //! that each name they use is exported.

@@ -97,6 +97,12 @@ fn dev_runs_a_private_cluster_stops_it_on_sigint_and_reuses_it() {
     // Same tenant and the same operator login: the data was reused, not recreated.
     assert_eq!(line_with(&first.banner, "tenant:"), line_with(&second.banner, "tenant:"));
     assert_eq!(line_with(&first.banner, "operator:"), line_with(&second.banner, "operator:"));
+    // The dashboard's address and the operator's login, the same password across restarts.
+    let dashboard = line_with(&second.banner, "dashboard:");
+    assert!(dashboard.contains(&format!("{}/admin/login", second.base)), "{dashboard}");
+    let login = |line: &str| line.split_once("sign in as").map(|(_, rest)| rest.to_owned());
+    assert_eq!(login(line_with(&first.banner, "dashboard:")), login(dashboard));
+    assert!(login(dashboard).is_some_and(|l| l.contains("password ")), "{dashboard}");
     interrupt(&mut second);
     assert_eq!(processes_left(&data_dir), Vec::<u32>::new(), "no postgres process left");
 }

@@ -12,7 +12,7 @@ use crate::helpers::{TEST_MASTER_KEY, TestApp, TestDb, eventually, seed};
 
 const MODEL: &str = "Qwen/Qwen2.5-7B-Instruct";
 
-fn simulator(tweak: impl FnOnce(&mut SimulatorConfig)) -> (u16, actix_web::dev::ServerHandle) {
+pub(crate) fn simulator(tweak: impl FnOnce(&mut SimulatorConfig)) -> (u16, actix_web::dev::ServerHandle) {
     let mut c = SimulatorConfig::llm("127.0.0.1:0");
     c.ttft_ms = 5;
     c.tpot_ms = 1;
@@ -24,7 +24,7 @@ fn simulator(tweak: impl FnOnce(&mut SimulatorConfig)) -> (u16, actix_web::dev::
 }
 
 /// An app with one pool of the given simulator ports, and an API key with chat scope.
-async fn gateway(ports: &[u16], deadline_ms: i32, tweak: impl FnOnce(&mut gatehouse::config::Config)) -> (TestApp, String) {
+pub(crate) async fn gateway(ports: &[u16], deadline_ms: i32, tweak: impl FnOnce(&mut gatehouse::config::Config)) -> (TestApp, String) {
     gateway_with_queue(ports, deadline_ms, 256, None, tweak).await
 }
 

@@ -416,7 +416,7 @@ pub mod seed {
     /// A management token for a fresh admin of `tenant`.
     pub fn admin_token(db: &TestDb, tenant: &TenantId) -> String {
         let email = format!("admin{}@example.com", gatehouse::domain::random_base62(8).to_lowercase());
-        accounts::create_admin(&mut db.conn(), &pepper(), tenant, &email, &Actor::cli()).unwrap().token
+        accounts::create_admin(&mut db.conn(), &pepper(), tenant, &email, None, &Actor::cli()).unwrap().token
     }
 }
 

@@ -137,6 +137,9 @@ pub struct QueueStatus {
     pub waiting: usize,
     pub waiting_by_tenant: Vec<(String, usize)>,
     pub workers: Vec<(String, WorkerStatus, u32)>,
+    /// Each worker's last load reading from its `/metrics` (vLLM's running + waiting requests,
+    /// ours and others'), while fresh; None when it exposes none.
+    pub worker_loads: Vec<(String, Option<u32>)>,
     /// Waits and outcomes over the pool's statistics window.
     pub recent: WindowStats,
     /// Adaptive admission: saturated or not, and the tenants held back.
@@ -169,6 +172,13 @@ impl Handler<GetStatus> for InferenceQueue {
                         _ => WorkerStatus::HalfOpen,
                     };
                     (w.spec.id.clone(), state, w.outstanding)
+                })
+                .collect(),
+            worker_loads: self
+                .workers
+                .iter()
+                .map(|w| {
+                    (w.spec.id.clone(), w.reported.filter(|r| now.saturating_duration_since(r.at) < super::LOAD_REPORT_TTL).map(|r| r.busy))
                 })
                 .collect(),
         })

@@ -144,7 +144,13 @@ pub async fn export_all_usage(
 /// Streams an export page by page. Each page is one short query (a pooled connection for its
 /// duration only); the next page is read once the client has taken the previous one, so a slow
 /// client slows its own export and nothing else.
-fn stream_export(state: &AppState, tenant: Option<TenantId>, month: Month, format: Format, period: &str) -> Result<HttpResponse, ApiError> {
+pub fn stream_export(
+    state: &AppState,
+    tenant: Option<TenantId>,
+    month: Month,
+    format: Format,
+    period: &str,
+) -> Result<HttpResponse, ApiError> {
     let key = tenant.as_ref().map_or("*", TenantId::as_str).to_owned();
     let slot = state.exports.try_take(&key).map_err(|_| ApiError::RateLimited {
         message: "too many usage exports are running; retry when one finishes".into(),

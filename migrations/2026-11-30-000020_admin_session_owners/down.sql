@@ -1,0 +1,2 @@
+DROP INDEX admin_sessions_operator_id_idx;
+DROP INDEX admin_sessions_admin_id_idx;
