@@ -21,6 +21,7 @@ pub mod signing_keys;
 pub mod states;
 pub mod tenants;
 pub mod usage;
+pub mod usage_hourly;
 pub mod usage_views;
 pub mod workers;
 

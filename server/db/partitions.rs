@@ -19,9 +19,10 @@ pub struct Partitioned {
     pub retention_months: u32,
 }
 
-pub fn partitioned_tables(retention: &RetentionConfig) -> [Partitioned; 3] {
+pub fn partitioned_tables(retention: &RetentionConfig) -> [Partitioned; 4] {
     [
         Partitioned { table: "usage_rollups", retention_months: retention.usage_months },
+        Partitioned { table: "usage_rollups_hourly", retention_months: retention.usage_months },
         Partitioned { table: "usage_events", retention_months: retention.usage_months },
         Partitioned { table: "audit_events", retention_months: retention.audit_months },
     ]

@@ -242,6 +242,22 @@ diesel::table! {
 }
 
 diesel::table! {
+    usage_rollups_hourly (hour, tenant_id, credential_id, model) {
+        hour -> Timestamptz,
+        tenant_id -> Text,
+        credential_id -> Text,
+        model -> Text,
+        requests -> Int8,
+        errors -> Int8,
+        prompt_tokens -> Int8,
+        completion_tokens -> Int8,
+        audio_ms -> Int8,
+        queue_wait_ms_sum -> Int8,
+        latency_ms_sum -> Int8,
+    }
+}
+
+diesel::table! {
     usage_events (occurred_at, id) {
         occurred_at -> Timestamptz,
         id -> Uuid,
@@ -399,6 +415,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     usage_rollups,
     usage_events,
     usage_journal_marks,
+    usage_rollups_hourly,
     audit_events,
     alert_rules,
     alert_outbox,

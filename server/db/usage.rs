@@ -7,6 +7,7 @@ use diesel::sql_types::{BigInt, Nullable, Text, Timestamp, Timestamptz};
 use diesel::upsert::excluded;
 
 use super::schema::{usage_events, usage_journal_marks, usage_rollups};
+use super::usage_hourly;
 use crate::domain::TenantId;
 use crate::metering::report::{GroupBy, Month, UsageGroup, UsageRow};
 use crate::metering::{Amounts, UsageEvent, local_midnight};
@@ -38,48 +39,17 @@ impl std::ops::AddAssign for Totals {
     }
 }
 
-#[derive(QueryableByName)]
-struct PeriodTotals {
-    #[diesel(sql_type = BigInt)]
-    day_requests: i64,
-    #[diesel(sql_type = BigInt)]
-    day_tokens: i64,
-    #[diesel(sql_type = BigInt)]
-    day_audio_ms: i64,
-    #[diesel(sql_type = BigInt)]
-    month_requests: i64,
-    #[diesel(sql_type = BigInt)]
-    month_tokens: i64,
-    #[diesel(sql_type = BigInt)]
-    month_audio_ms: i64,
-}
-
-/// The tenant's committed usage since `day` and since `month`.
+/// The tenant's committed usage since `day` and since `month` (from the hourly rollups, with the
+/// minutes before a period's first full hour).
 pub fn period_totals(
     conn: &mut PgConnection,
     tenant: &TenantId,
     day: DateTime<Utc>,
     month: DateTime<Utc>,
 ) -> QueryResult<(Amounts, Amounts)> {
-    let since = day.min(month);
-    let row: PeriodTotals = diesel::sql_query(
-        "SELECT coalesce(sum(requests) FILTER (WHERE minute >= $2), 0)::bigint AS day_requests,
-                coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE minute >= $2), 0)::bigint AS day_tokens,
-                coalesce(sum(audio_ms) FILTER (WHERE minute >= $2), 0)::bigint AS day_audio_ms,
-                coalesce(sum(requests) FILTER (WHERE minute >= $3), 0)::bigint AS month_requests,
-                coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE minute >= $3), 0)::bigint AS month_tokens,
-                coalesce(sum(audio_ms) FILTER (WHERE minute >= $3), 0)::bigint AS month_audio_ms
-         FROM usage_rollups WHERE tenant_id = $1 AND minute >= $4",
-    )
-    .bind::<Text, _>(tenant.as_str())
-    .bind::<Timestamptz, _>(day)
-    .bind::<Timestamptz, _>(month)
-    .bind::<Timestamptz, _>(since)
-    .get_result(conn)?;
-    Ok((
-        Amounts { requests: row.day_requests, tokens: row.day_tokens, audio_ms: row.day_audio_ms },
-        Amounts { requests: row.month_requests, tokens: row.month_tokens, audio_ms: row.month_audio_ms },
-    ))
+    // Past the current hour: the hourly rows hold everything up to now.
+    let to = Utc::now() + chrono::Duration::hours(1);
+    Ok((usage_hourly::amounts(conn, tenant, day, to)?, usage_hourly::amounts(conn, tenant, month, to)?))
 }
 
 /// How far a usage journal's segments are in the database (0: none yet).
@@ -129,6 +99,7 @@ pub fn write_rollups(
                 usage_rollups::latency_ms_sum.eq(usage_rollups::latency_ms_sum + excluded(usage_rollups::latency_ms_sum)),
             ))
             .execute(conn)?;
+        usage_hourly::upsert(conn, rows)?;
         // Per-request rows, when enabled; chunked under PostgreSQL's 65,535 bind parameters.
         for chunk in events.chunks(5000) {
             let values: Vec<_> = chunk
@@ -309,9 +280,10 @@ pub fn grouped(
     group_by: GroupBy,
 ) -> QueryResult<Vec<UsageGroup>> {
     let key = match group_by {
+        // A local day can start mid-hour (time zones with :30 and :45 offsets): minute rows.
         GroupBy::Day => "to_char(r.minute AT TIME ZONE t.time_zone, 'YYYY-MM-DD')",
-        GroupBy::Model => "r.model",
-        GroupBy::Credential => "r.credential_id",
+        GroupBy::Model => return usage_hourly::grouped(conn, tenant, from, to, "model"),
+        GroupBy::Credential => return usage_hourly::grouped(conn, tenant, from, to, "credential_id"),
     };
     diesel::sql_query(format!(
         "SELECT {key} AS key, sum(r.requests)::bigint AS requests, sum(r.errors)::bigint AS errors,

@@ -49,3 +49,4 @@ mod supervision;
 mod tls;
 mod usage_durability;
 mod usage_export;
+mod usage_hourly;

@@ -127,6 +127,7 @@ fn schema_rs_matches_the_database() {
         workers,
         jobs,
         usage_rollups,
+        usage_rollups_hourly,
         usage_events,
         usage_journal_marks,
         audit_events,
