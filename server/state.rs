@@ -30,9 +30,15 @@ use crate::workers::gateway::Gateway;
 pub struct UpstreamClient(pub reqwest::Client);
 
 impl UpstreamClient {
-    /// How Gatehouse calls workers: short connect timeout, idle connections kept a minute.
+    /// How Gatehouse calls workers: short connect timeout, idle connections kept a minute, and
+    /// no redirects (a worker's answer goes back as it is; a gateway never wanders off to
+    /// another address on a worker's say-so).
     pub fn build() -> reqwest::Result<reqwest::Client> {
-        reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).pool_idle_timeout(Duration::from_secs(60)).build()
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
     }
 }
 

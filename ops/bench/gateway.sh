@@ -14,14 +14,23 @@
 # each target (the upstream directly, nginx with 2 workers proxying to it, Gatehouse): requests/s,
 # p50/p99, CPU time per request (utime + stime of the target's own processes from /proc/PID/stat,
 # before and after each cell) and resident memory, and the ratios to direct.
+#
+# Then open loop against the same zero-cost upstream: oha sends at a fixed arrival rate (64
+# connections, latency measured from each request's scheduled send, so a stall counts for every
+# request it delays), at half of nginx's capacity and at half of Gatehouse's (both as measured by
+# the overhead table just before), and reports p50/p99/p99.9 and the latency added over direct.
 #   DURATION (default 10s), GATEHOUSE_THREADS (server.threads, default 0 = one per core),
-#   TABLES (default "sim zero"; "zero" runs only the overhead table), TEST_DATABASE_URL as in
-#   ops/test.sh
+#   TABLES (default "sim zero open"; "zero open" runs only the zero-cost tables), TEST_DATABASE_URL
+#   as in ops/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=ops/lib/provision.sh
 source ops/lib/provision.sh
 command -v wrk >/dev/null 2>&1 || apt_install wrk
+# oha: an open-loop load generator (a fixed arrival rate, latency corrected for late sends).
+OHA_VERSION=1.16.0
+OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+[ -x "$OHA" ] || cargo install --locked --version "$OHA_VERSION" oha
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_install nginx-light
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v psql >/dev/null 2>&1 || apt_install postgresql-client
@@ -35,7 +44,7 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 SIM_PORT=$(free_port); SIM0_PORT=$(free_port); NGINX_PORT=$(free_port); NGINX0_PORT=$(free_port); GH_PORT=$(free_port)
 ZERO_PORT=$(free_port); ZEROS_PORT=$(free_port); NGINXZ_PORT=$(free_port); NGINXZS_PORT=$(free_port)
 MODEL=Qwen/Qwen2.5-7B-Instruct MODEL0=bench/no-latency MODELZ=bench/zero MODELZS=bench/zero-stream
-TABLES=${TABLES:-sim zero}
+TABLES=${TABLES:-sim zero open}
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -215,6 +224,7 @@ cell() {
     "$p50" "$p99" "$rps" "$err" "$((after - before))" "$HZ" "${DURATION%s}"
 }
 
+declare -A CAPACITY=()
 if [[ " $TABLES " == *" zero "* ]]; then
   for target in "$ZERO_PORT $MODELZ" "$NGINXZ_PORT $MODELZ" "$GH_PORT $MODELZ" "$ZEROS_PORT $MODELZS" "$NGINXZS_PORT $MODELZS" "$GH_PORT $MODELZS"; do
     read -r port model <<<"$target"
@@ -241,6 +251,7 @@ if [[ " $TABLES " == *" zero "* ]]; then
       # shellcheck disable=SC2046
       rss=$(rss_kb $(procs "$pidref"))
       [ "$name" = direct ] && direct_p50=$a50 direct_rps=$brps direct_cpu=$bcpu
+      [ "$mode" = plain ] && CAPACITY[$name]=$(python3 -c "print(int(max(float('$brps'), float('$crps'))))")
       python3 - "$mode" "$name" "$arps" "$brps" "$crps" "$a50" "$a99" "$b99" "$bcpu" "$rss" "$direct_p50" "$direct_rps" "$direct_cpu" "$berr" <<'PY'
 import sys
 mode, name, arps, brps, crps, a50, a99, b99, cpu, rss, d50, drps, dcpu, err = sys.argv[1:]
@@ -250,6 +261,54 @@ added = "—" if name == "direct" else f"+{f(a50) - f(d50):.3f} ms"
 cpu_ratio = "" if name == "direct" else f" ({f(cpu) / f(dcpu):.1f}× direct)"
 errors = "" if err == "0" else f" ({err} non-200)"
 print(f"| {mode} | {name} | {f(arps):,.0f} | {f(brps):,.0f}{ratio}{errors} | {f(crps):,.0f} | {f(a50):.3f} / {f(a99):.3f} | {added} | {f(b99):.2f} | {f(cpu):.4f} ms{cpu_ratio} | {int(rss) / 1024:.0f} MB |")
+PY
+    done
+  done
+fi
+
+OHA_SUMMARY=$(cat <<'PY'
+import json, sys
+r = json.load(sys.stdin)
+p = r["latencyPercentiles"]
+bad = sum(n for c, n in r.get("statusCodeDistribution", {}).items() if c != "200") + sum(r.get("errorDistribution", {}).values())
+print(f"{p['p50'] * 1000:.3f} {p['p99'] * 1000:.3f} {p['p99.9'] * 1000:.3f} {r['summary']['requestsPerSec']:.0f} {bad}")
+PY
+)
+# open_loop URL AUTH BODY RATE -> "p50 p99 p999 rps non200" (ms), oha at a fixed arrival rate.
+open_loop() {
+  local args=(-z "$DURATION" -c 64 -q "$4" --latency-correction --no-tui --output-format json -m POST
+    -H "content-type: application/json" -d "$3")
+  [ -n "$2" ] && args+=(-H "authorization: Bearer $2")
+  "$OHA" "${args[@]}" "$1/v1/chat/completions" | python3 -c "$OHA_SUMMARY"
+}
+
+if [[ " $TABLES " == *" open "* ]]; then
+  [ -n "${CAPACITY[nginx]:-}" ] || { echo "the open-loop table needs the zero table's capacities (TABLES=\"zero open\")" >&2; exit 1; }
+  b=$(body "$MODELZ" false)
+  echo
+  echo "Open loop against the zero-cost upstream: oha -c 64 at a fixed rate, $DURATION per cell, latency from each request's scheduled send"
+  echo
+  echo "| rate (requests/s) | target | achieved rps | p50 / p99 / p99.9 ms | added p50 / p99 ms | CPU per request | non-200 |"
+  echo "|---|---|---|---|---|---|---|"
+  for which in nginx gatehouse; do
+    rate=$((CAPACITY[$which] / 2))
+    d50="" d99=""
+    for target in "direct $ZERO_PORT $WORK/up/nginx.pid" "nginx $NGINXZ_PORT $WORK/nginx.pid" "gatehouse $GH_PORT $GH_PID"; do
+      read -r name port pidref <<<"$target"
+      auth=""; [ "$name" = gatehouse ] && auth=$KEY
+      # shellcheck disable=SC2046
+      before=$(cpu_ticks $(procs "$pidref"))
+      read -r p50 p99 p999 rps bad <<<"$(open_loop "http://127.0.0.1:$port" "$auth" "$b" "$rate")"
+      # shellcheck disable=SC2046
+      after=$(cpu_ticks $(procs "$pidref"))
+      [ "$name" = direct ] && d50=$p50 d99=$p99
+      python3 - "$rate ($which/2)" "$name" "$rps" "$p50" "$p99" "$p999" "$d50" "$d99" "$((after - before))" "$HZ" "${DURATION%s}" "$bad" <<'PY'
+import sys
+rate, name, rps, p50, p99, p999, d50, d99, ticks, hz, secs, bad = sys.argv[1:]
+f = float
+added = "—" if name == "direct" else f"+{f(p50) - f(d50):.3f} / +{f(p99) - f(d99):.3f}"
+cpu = int(ticks) * 1000 / int(hz) / max(f(rps) * f(secs), 1)
+print(f"| {rate} | {name} | {f(rps):,.0f} | {f(p50):.3f} / {f(p99):.3f} / {f(p999):.3f} | {added} | {cpu:.4f} ms | {bad} |")
 PY
     done
   done

@@ -114,6 +114,10 @@ impl PolicyStore {
 
     /// The tenant's policy (from its plan and settings).
     pub async fn tenant_policy(&self, tenant: &TenantId) -> Result<Arc<TenantPolicy>, ApiError> {
+        // The warm path: a lookup without building the loader.
+        if let Some(policy) = self.policies.get(tenant).await {
+            return Ok(policy);
+        }
         let db = self.db.clone();
         let id = tenant.clone();
         let rules = self.rules.clone();
@@ -125,6 +129,9 @@ impl PolicyStore {
 
     /// The credential's own limit overrides (none = only the tenant's limits apply).
     pub async fn credential_limits(&self, principal: &Principal) -> Result<Limits, ApiError> {
+        if let Some(limits) = self.credential_limits.get(principal.credential_id.as_str()).await {
+            return Ok(limits);
+        }
         let db = self.db.clone();
         let tenant = principal.tenant_id.clone();
         let id = principal.credential_id.clone();

@@ -334,6 +334,10 @@ impl AuthService {
     }
 
     async fn api_key_record(&self, db: &Db, key_id: &str) -> Result<Option<Arc<ApiKeyAuthRecord>>, DbError> {
+        // The warm path: a lookup without building the loader.
+        if let Some(record) = self.api_keys.get(key_id).await {
+            return Ok(record);
+        }
         let id = key_id.to_owned();
         let db = db.clone();
         self.api_keys
@@ -371,12 +375,11 @@ impl AuthService {
             return Err(BearerError::InvalidToken("the API key may not be used from this address"));
         }
         self.touch_api_key(db, &k.id);
-        let scopes = Scopes::from_stored(&k.scopes).token_scopes().intersect(&Scopes::from_stored(&record.entitlements));
         Ok(Principal {
             tenant_id: TenantId::from_trusted(k.tenant_id.clone()),
             kind: CredentialKind::ApiKey,
             credential_id: k.id.clone(),
-            scopes,
+            scopes: record.scopes.clone(),
             client_ip: ip,
         })
     }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use super::schema::{api_keys, plans, tenants};
-use crate::domain::TenantId;
+use crate::domain::{Scopes, TenantId};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = api_keys, check_for_backend(diesel::pg::Pg))]
@@ -51,6 +51,9 @@ pub struct ApiKeyAuthRecord {
     pub key: ApiKey,
     pub tenant_active: bool,
     pub entitlements: Vec<String>,
+    /// What the key may do now: its token scopes within the plan's entitlements (worked out
+    /// once per cached record, not per request).
+    pub scopes: Scopes,
 }
 
 pub fn insert(conn: &mut PgConnection, new: &NewApiKey<'_>) -> QueryResult<ApiKey> {
@@ -78,6 +81,7 @@ pub fn find_for_authentication(conn: &mut PgConnection, id: &str) -> QueryResult
         .optional()
         .map(|row| {
             row.map(|(key, status, entitlements)| ApiKeyAuthRecord {
+                scopes: Scopes::from_stored(&key.scopes).token_scopes().intersect(&Scopes::from_stored(&entitlements)),
                 key,
                 tenant_active: status == crate::domain::TenantStatus::Active,
                 entitlements,

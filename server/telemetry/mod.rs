@@ -66,32 +66,41 @@ pub struct GatehouseRootSpan;
 impl RootSpanBuilder for GatehouseRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         request.extensions_mut().insert(RequestStart(Instant::now()));
-        let request_id = request.extensions().get::<RequestId>().map(|id| id.to_string()).unwrap_or_default();
-        let route = request.match_pattern().unwrap_or_else(|| "unmatched".into());
-        let peer = request.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "request",
-            request_id = %request_id,
+            request_id = tracing::field::Empty,
             http.method = %request.method(),
-            http.route = %route,
-            client.address = %peer,
+            http.route = tracing::field::Empty,
+            client.address = tracing::field::Empty,
             http.status_code = tracing::field::Empty,
-        )
+        );
+        // The fields are worked out only for a span that is logged (not at `warn`).
+        if !span.is_disabled() {
+            if let Some(id) = request.extensions().get::<RequestId>() {
+                span.record("request_id", tracing::field::display(id));
+            }
+            span.record("http.route", tracing::field::display(request.match_pattern().as_deref().unwrap_or("unmatched")));
+            if let Some(peer) = request.peer_addr() {
+                span.record("client.address", tracing::field::display(peer.ip()));
+            }
+        }
+        span
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
         let _entered = span.enter();
-        let (status, latency_ms, path) = match outcome {
+        let (status, latency_ms, probe) = match outcome {
             Ok(response) => {
                 let started = response.request().extensions().get::<RequestStart>().map(|s| s.0);
                 let status = response.response().status().as_u16();
-                (status, started.map(|s| s.elapsed().as_secs_f64() * 1000.0), response.request().path().to_owned())
+                let probe = matches!(response.request().path(), "/healthz" | "/readyz" | "/metrics");
+                (status, started.map(|s| s.elapsed().as_secs_f64() * 1000.0), probe)
             }
-            Err(error) => (error.as_response_error().status_code().as_u16(), None, String::new()),
+            Err(error) => (error.as_response_error().status_code().as_u16(), None, false),
         };
         span.record("http.status_code", status);
         let latency_ms = latency_ms.unwrap_or_default();
-        if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") || REQUESTS_AT_DEBUG.load(Ordering::Relaxed) {
+        if probe || REQUESTS_AT_DEBUG.load(Ordering::Relaxed) {
             tracing::debug!(http.status_code = status, latency_ms, "request finished");
         } else if status >= 500 {
             tracing::warn!(http.status_code = status, latency_ms, "request finished");

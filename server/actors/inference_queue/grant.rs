@@ -4,12 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
 use actix_web::web::Bytes;
 use tokio::sync::oneshot;
 
-use super::handle::Release;
-use super::{InferenceQueue, QueueError};
+use super::QueueError;
+use super::handle::Shared;
 use crate::domain::AlignedUnit;
 
 /// How a granted request ended, for the circuit breaker.
@@ -26,9 +25,11 @@ pub enum Outcome {
 pub struct Grant {
     pub worker_id: Arc<str>,
     pub base_url: Arc<str>,
+    pub(super) base: Option<Arc<reqwest::Url>>,
     pub api_key: Option<Arc<str>>,
     pub waited: Duration,
-    pub(super) addr: Option<Addr<InferenceQueue>>,
+    /// The queue the slot goes back to (None once returned).
+    pub(super) queue: Option<Arc<Shared>>,
 }
 
 impl std::fmt::Debug for Grant {
@@ -38,17 +39,25 @@ impl std::fmt::Debug for Grant {
 }
 
 impl Grant {
+    /// The worker's URL for `path` (`/v1/…`): the base URL followed by the path, from the base
+    /// parsed once per worker (None if it does not parse; the caller then sends the text).
+    pub fn url(&self, path: &str) -> Option<reqwest::Url> {
+        self.base.as_ref()?.join(path.trim_start_matches('/')).ok()
+    }
+
+    /// Returns the slot, and the request's outcome to the circuit breaker (on this thread: the
+    /// next waiting request, if any, is granted by this call).
     pub fn finish(mut self, outcome: Outcome) {
-        if let Some(addr) = self.addr.take() {
-            addr.do_send(Release { worker_id: self.worker_id.clone(), outcome });
+        if let Some(queue) = self.queue.take() {
+            queue.release(&self.worker_id, outcome);
         }
     }
 }
 
 impl Drop for Grant {
     fn drop(&mut self) {
-        if let Some(addr) = self.addr.take() {
-            addr.do_send(Release { worker_id: self.worker_id.clone(), outcome: Outcome::Abandoned });
+        if let Some(queue) = self.queue.take() {
+            queue.release(&self.worker_id, Outcome::Abandoned);
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The queue's messages and their handlers, and `InferenceQueueHandle`, the only way in.
+//! `InferenceQueueHandle`, the only way in: it reaches the pool's shared state (`Shared`) on
+//! the caller's thread, and the actor only for what needs its clock.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -8,128 +9,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::grant::{AlignFailure, AlignItem, AlignReply, Batch, BatchEntry, Grant, Outcome, Waiter};
 use super::pool::{Health, LoadReading, WorkerStatus, record_failure};
-use super::{AdaptiveStatus, InferenceQueue, QueueError, QueueSettings, WindowStats, WorkerSpec};
+use super::state::{Core, Request, WakeAt};
+use super::{AdaptiveStatus, InferenceQueue, LOAD_REPORT_TTL, QueueError, QueueSettings, Wake, WindowStats, WorkerSpec};
 use crate::domain::TenantId;
 use crate::scheduler::Priority;
-
-/// A request for a slot or a job to batch. It has no reply of its own: a refusal (queue full)
-/// goes back through the waiter's channel like a grant, so a request costs one message.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(super) struct Enqueue {
-    pub(super) tenant: TenantId,
-    pub(super) weight: u32,
-    pub(super) priority: Priority,
-    pub(super) cost: f64,
-    pub(super) waiter: Waiter,
-}
-
-impl Handler<Enqueue> for InferenceQueue {
-    type Result = ();
-
-    fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) {
-        let now = Instant::now();
-        if !self.adaptive.admits(&msg.tenant, msg.weight, self.queue.tenant_len(&msg.tenant)) {
-            return msg.waiter.refuse(QueueError::Throttled);
-        }
-        match self.queue.push(msg.tenant, msg.weight, msg.priority, msg.cost, msg.waiter, now, now + self.settings.deadline) {
-            Ok(()) => self.dispatch(ctx),
-            Err((crate::scheduler::Admission::TenantFull, waiter)) => waiter.refuse(QueueError::TenantQueueFull),
-            Err((_, waiter)) => waiter.refuse(QueueError::QueueFull),
-        }
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(super) struct Release {
-    pub(super) worker_id: Arc<str>,
-    pub(super) outcome: Outcome,
-}
-
-impl Handler<Release> for InferenceQueue {
-    type Result = ();
-
-    fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
-        if let Some(w) = self.workers.iter_mut().find(|w| w.target.id == msg.worker_id) {
-            w.outstanding = w.outstanding.saturating_sub(1);
-            if msg.outcome != Outcome::Abandoned {
-                self.stats.finished(Instant::now(), msg.outcome == Outcome::WorkerFailure);
-            }
-            match msg.outcome {
-                Outcome::Success => {
-                    w.failures = 0;
-                    w.health = Health::Healthy;
-                }
-                Outcome::WorkerFailure => record_failure(w, self.settings.eject_for, self.settings.eject_after),
-                Outcome::Abandoned => {
-                    if let Health::HalfOpen { probing: true } = w.health {
-                        w.health = Health::HalfOpen { probing: false };
-                    }
-                }
-            }
-        }
-        self.dispatch(ctx);
-    }
-}
-
-/// Result of an active health check.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct HealthReport {
-    pub worker_id: String,
-    pub healthy: bool,
-}
-
-impl Handler<HealthReport> for InferenceQueue {
-    type Result = ();
-
-    fn handle(&mut self, msg: HealthReport, ctx: &mut Self::Context) {
-        if let Some(w) = self.workers.iter_mut().find(|w| w.spec.id == msg.worker_id) {
-            if msg.healthy {
-                if !matches!(w.health, Health::Healthy) {
-                    tracing::info!(worker.id = %w.spec.id, "worker healthy again");
-                }
-                w.failures = 0;
-                w.health = Health::Healthy;
-            } else if matches!(w.health, Health::Healthy) {
-                record_failure(w, self.settings.eject_for, self.settings.eject_after);
-            }
-        }
-        self.dispatch(ctx);
-    }
-}
-
-/// A worker's own load reading (None: it exposes none).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct LoadReport {
-    worker_id: String,
-    busy: Option<u32>,
-}
-
-impl Handler<LoadReport> for InferenceQueue {
-    type Result = ();
-
-    fn handle(&mut self, msg: LoadReport, _: &mut Self::Context) {
-        if let Some(w) = self.workers.iter_mut().find(|w| w.spec.id == msg.worker_id) {
-            w.reported = msg.busy.map(|busy| LoadReading { busy, ours_then: w.outstanding, at: Instant::now() });
-        }
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct SetWorkers(Vec<WorkerSpec>);
-
-impl Handler<SetWorkers> for InferenceQueue {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetWorkers, ctx: &mut Self::Context) {
-        self.set_workers(msg.0);
-        self.dispatch(ctx);
-    }
-}
 
 /// A snapshot for readiness and metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -146,17 +29,12 @@ pub struct QueueStatus {
     pub adaptive: AdaptiveStatus,
 }
 
-#[derive(Message)]
-#[rtype(result = "QueueStatus")]
-struct GetStatus;
-
-impl Handler<GetStatus> for InferenceQueue {
-    type Result = MessageResult<GetStatus>;
-
-    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
+impl Core {
+    /// A snapshot for readiness and metrics.
+    fn status(&mut self) -> QueueStatus {
         let now = Instant::now();
         let recent = self.stats.summary(now);
-        MessageResult(QueueStatus {
+        QueueStatus {
             recent,
             adaptive: self.adaptive.status(),
             waiting: self.queue.len(),
@@ -177,25 +55,71 @@ impl Handler<GetStatus> for InferenceQueue {
             worker_loads: self
                 .workers
                 .iter()
-                .map(|w| {
-                    (w.spec.id.clone(), w.reported.filter(|r| now.saturating_duration_since(r.at) < super::LOAD_REPORT_TTL).map(|r| r.busy))
-                })
+                .map(|w| (w.spec.id.clone(), w.reported.filter(|r| now.saturating_duration_since(r.at) < LOAD_REPORT_TTL).map(|r| r.busy)))
                 .collect(),
-        })
+        }
+    }
+
+    fn report_health(&mut self, worker_id: &str, healthy: bool) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.spec.id == worker_id) {
+            if healthy {
+                if !matches!(w.health, Health::Healthy) {
+                    tracing::info!(worker.id = %w.spec.id, "worker healthy again");
+                }
+                w.failures = 0;
+                w.health = Health::Healthy;
+            } else if matches!(w.health, Health::Healthy) {
+                record_failure(w, self.settings.eject_for, self.settings.eject_after);
+            }
+        }
+    }
+
+    fn report_load(&mut self, worker_id: &str, busy: Option<u32>) {
+        if let Some(w) = self.workers.iter_mut().find(|w| w.spec.id == worker_id) {
+            w.reported = busy.map(|busy| LoadReading { busy, ours_then: w.outstanding, at: Instant::now() });
+        }
     }
 }
 
-/// The only way to reach an `InferenceQueue`.
+/// One pool's queue state and its actor, shared by the handle and every grant.
+pub(super) struct Shared {
+    core: Mutex<Core>,
+    /// The actor, once started (it schedules the dispatches that batch waits ask for).
+    actor: OnceLock<Addr<InferenceQueue>>,
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock leaves no half-made change worth refusing service for:
+        // every step leaves the counters consistent before it can panic.
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `step` on the state; a batch wait it sets up is handed to the actor.
+    fn with(self: &Arc<Self>, step: impl FnOnce(&mut Core, &Arc<Shared>) -> WakeAt) {
+        let wake = step(&mut self.lock(), self);
+        if let (Some(at), Some(actor)) = (wake, self.actor.get()) {
+            actor.do_send(Wake(at));
+        }
+    }
+
+    /// A grant's slot comes back (see `Grant`).
+    pub(super) fn release(self: &Arc<Self>, worker_id: &str, outcome: Outcome) {
+        self.with(|core, shared| core.release(shared, worker_id, outcome));
+    }
+}
+
+/// The only way to reach a pool's queue.
 #[derive(Clone)]
 pub struct InferenceQueueHandle {
+    shared: Arc<Shared>,
     addr: Addr<InferenceQueue>,
 }
 
 impl InferenceQueueHandle {
     /// Starts a queue on `arbiter`.
     pub fn start(arbiter: &actix_rt::ArbiterHandle, workers: Vec<WorkerSpec>, settings: QueueSettings) -> InferenceQueueHandle {
-        let queue = InferenceQueue::new(workers, settings);
-        InferenceQueueHandle { addr: InferenceQueue::start_in_arbiter(arbiter, move |_| queue) }
+        Self::start_with(arbiter, Core::new(workers, settings, None))
     }
 
     /// A batching queue (`settings.batch` set): formed batches go to `executor`.
@@ -205,9 +129,15 @@ impl InferenceQueueHandle {
         settings: QueueSettings,
         executor: mpsc::UnboundedSender<Batch>,
     ) -> InferenceQueueHandle {
-        let mut queue = InferenceQueue::new(workers, settings);
-        queue.executor = Some(executor);
-        InferenceQueueHandle { addr: InferenceQueue::start_in_arbiter(arbiter, move |_| queue) }
+        Self::start_with(arbiter, Core::new(workers, settings, Some(executor)))
+    }
+
+    fn start_with(arbiter: &actix_rt::ArbiterHandle, core: Core) -> InferenceQueueHandle {
+        let shared = Arc::new(Shared { core: Mutex::new(core), actor: OnceLock::new() });
+        let actor = InferenceQueue { shared: shared.clone() };
+        let addr = InferenceQueue::start_in_arbiter(arbiter, move |_| actor);
+        let _ = shared.actor.set(addr.clone());
+        InferenceQueueHandle { shared, addr }
     }
 
     /// False once the actor has stopped or died (its owner then starts a new one).
@@ -224,7 +154,7 @@ impl InferenceQueueHandle {
     /// Waits (up to the pool's queue deadline) for a worker slot, in fair order across tenants.
     pub async fn acquire(&self, tenant: TenantId, weight: u32, priority: Priority, cost: f64) -> Result<Grant, QueueError> {
         let (reply, granted) = oneshot::channel();
-        self.enqueue(Enqueue { tenant, weight, priority, cost, waiter: Waiter::Slot(reply) });
+        self.enqueue(Request { tenant, weight, priority, cost, waiter: Waiter::Slot(reply) });
         granted.await.map_err(|_| QueueError::Closed)?
     }
 
@@ -234,35 +164,36 @@ impl InferenceQueueHandle {
         let (reply, done) = oneshot::channel();
         let cost = item.audio_ms as f64 / 1000.0;
         let waiter = Waiter::Batch(BatchEntry { item, reply, waited: Duration::ZERO });
-        self.enqueue(Enqueue { tenant, weight, priority, cost, waiter });
+        self.enqueue(Request { tenant, weight, priority, cost, waiter });
         done.await.map_err(|_| AlignFailure::Queue(QueueError::Closed))?
     }
 
-    /// Puts the request in the actor's mailbox; a full mailbox (the actor is behind by its
-    /// capacity) refuses it at once as a full queue, and a stopped actor as closed.
-    fn enqueue(&self, msg: Enqueue) {
-        match self.addr.try_send(msg) {
-            Ok(()) => {}
-            Err(SendError::Full(msg)) => msg.waiter.refuse(QueueError::QueueFull),
-            Err(SendError::Closed(msg)) => msg.waiter.refuse(QueueError::Closed),
-        }
+    /// Grants, queues or refuses the request at once, on the caller's thread.
+    fn enqueue(&self, request: Request) {
+        self.shared.with(|core, shared| core.enqueue(shared, request));
     }
 
     pub fn set_workers(&self, workers: Vec<WorkerSpec>) {
-        self.addr.do_send(SetWorkers(workers));
+        self.shared.with(|core, shared| {
+            core.set_workers(workers);
+            core.dispatch(shared)
+        });
     }
 
     pub fn report_health(&self, worker_id: String, healthy: bool) {
-        self.addr.do_send(HealthReport { worker_id, healthy });
+        self.shared.with(|core, shared| {
+            core.report_health(&worker_id, healthy);
+            core.dispatch(shared)
+        });
     }
 
     /// The worker's own count of requests running and waiting (vLLM's `/metrics`).
     pub fn report_load(&self, worker_id: String, busy: Option<u32>) {
-        self.addr.do_send(LoadReport { worker_id, busy });
+        self.shared.lock().report_load(&worker_id, busy);
     }
 
     pub async fn status(&self) -> QueueStatus {
-        self.addr.send(GetStatus).await.unwrap_or_default()
+        self.shared.lock().status()
     }
 }
 

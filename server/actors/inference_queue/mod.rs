@@ -1,8 +1,12 @@
-//! `InferenceQueue`: one actor per worker pool. It keeps the pool's workers (slots, outstanding
-//! work, health and circuit-breaker state) and a `FairQueue` of waiting requests across tenants,
-//! and grants a worker slot to the next request by fair share. The actor never touches request
-//! or response bodies: the handler streams the bytes itself and returns the slot by dropping
-//! (or finishing) its `Grant`. Reached only through `InferenceQueueHandle`.
+//! One queue per worker pool: the pool's workers (slots, outstanding work, health and
+//! circuit-breaker state) and a `FairQueue` of waiting requests across tenants; a worker slot
+//! goes to the next request by fair share. The state (`state::Core`) sits behind the pool's
+//! mutex, and requests take and return slots on their own threads: a pool with a free slot and
+//! nobody waiting grants at once, with no message and no thread switch, and fair order only
+//! matters once requests wait. The `InferenceQueue` actor owns the clock: deadlines, batch waits
+//! and adaptive admission. Nothing here touches request or response bodies: the handler streams
+//! the bytes itself and returns the slot by dropping (or finishing) its `Grant`. Reached only
+//! through `InferenceQueueHandle`.
 //!
 //! Aligner pools batch: the queue packs waiting jobs (fair order across tenants, cost = audio
 //! seconds) into batches bounded by item count and total audio, waits up to the pool's
@@ -14,22 +18,21 @@ mod adaptive;
 mod grant;
 mod handle;
 mod pool;
+mod state;
 mod stats;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::mpsc;
 
-use crate::domain::TenantId;
-use crate::scheduler::{FairQueue, QueueLimits};
+use crate::scheduler::QueueLimits;
 pub use adaptive::AdaptiveStatus;
-use grant::Waiter;
 pub use grant::{AlignDone, AlignFailure, AlignItem, AlignReply, Batch, BatchEntry, Grant, ItemResult, Outcome};
-pub use handle::{HealthReport, InferenceQueueHandle, QueueStatus};
+use handle::Shared;
+pub use handle::{InferenceQueueHandle, QueueStatus};
 pub use pool::{Health, WorkerSpec, WorkerStatus};
-use pool::{PoolWorker, Target};
+use state::WakeAt;
 pub use stats::WindowStats;
 
 const TICK: Duration = Duration::from_millis(50);
@@ -81,210 +84,26 @@ pub struct QueueSettings {
     pub wait_target: Option<Duration>,
 }
 
+/// The pool's actor: it owns the queue's clock (deadlines, batch waits, adaptive admission)
+/// and nothing else; requests reach the shared `Core` directly.
 pub struct InferenceQueue {
-    workers: Vec<PoolWorker>,
-    queue: FairQueue<TenantId, Waiter>,
-    pub(super) settings: QueueSettings,
-    pub(super) executor: Option<mpsc::UnboundedSender<Batch>>,
-    /// A dispatch is already scheduled for this instant (batch wait).
-    wake_at: Option<Instant>,
-    stats: stats::PoolStats,
-    adaptive: adaptive::Adaptive,
+    shared: Arc<Shared>,
 }
 
 impl InferenceQueue {
-    pub fn new(workers: Vec<WorkerSpec>, settings: QueueSettings) -> Self {
-        let mut q = InferenceQueue {
-            workers: Vec::new(),
-            queue: FairQueue::new(settings.limits),
-            settings,
-            executor: None,
-            wake_at: None,
-            stats: stats::PoolStats::new(settings.stats_window),
-            adaptive: adaptive::Adaptive::new(settings.wait_target),
-        };
-        q.set_workers(workers);
-        q
+    /// Dispatches (for expired deadlines and held batches) and schedules the batch wake-up the
+    /// dispatch asks for.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let wake = self.shared.lock().dispatch(&self.shared);
+        self.wake(wake, ctx);
     }
 
-    pub(super) fn set_workers(&mut self, specs: Vec<WorkerSpec>) {
-        let mut old: HashMap<String, PoolWorker> = self.workers.drain(..).map(|w| (w.spec.id.clone(), w)).collect();
-        for spec in specs {
-            let state = match old.remove(&spec.id) {
-                Some(mut w) => {
-                    w.target = Target::of(&spec);
-                    w.spec = spec;
-                    w
-                }
-                None => PoolWorker {
-                    target: Target::of(&spec),
-                    spec,
-                    outstanding: 0,
-                    failures: 0,
-                    health: Health::Healthy,
-                    removed: false,
-                    reported: None,
-                },
-            };
-            self.workers.push(state);
-        }
-        // Removed workers with requests in flight finish them; they just get no new work.
-        for (_, mut w) in old {
-            if w.outstanding > 0 {
-                w.spec.draining = true;
-                w.removed = true;
-                self.workers.push(w);
-            }
-        }
-    }
-
-    /// The worker with the least outstanding work relative to its slots, counting what the
-    /// worker itself reports when it does.
-    fn pick(&mut self, now: Instant) -> Option<usize> {
-        self.workers
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.can_take(now))
-            .min_by(|(_, a), (_, b)| a.load(now).total_cmp(&b.load(now)))
-            .map(|(i, _)| i)
-    }
-
-    /// Takes a slot on worker `index` and makes its grant.
-    fn take_slot(&mut self, index: usize, waited: Duration, ctx: &Context<Self>) -> Grant {
-        let worker = &mut self.workers[index];
-        worker.outstanding += 1;
-        if let Health::Ejected { .. } | Health::HalfOpen { .. } = worker.health {
-            worker.health = Health::HalfOpen { probing: true };
-        }
-        Grant {
-            worker_id: worker.target.id.clone(),
-            base_url: worker.target.base_url.clone(),
-            api_key: worker.target.api_key.clone(),
-            waited,
-            addr: Some(ctx.address()),
-        }
-    }
-
-    /// Gives back a slot that was never used (its requester went away).
-    fn untake_slot(&mut self, mut grant: Grant) {
-        grant.addr = None;
-        if let Some(worker) = self.workers.iter_mut().find(|w| w.target.id == grant.worker_id) {
-            worker.outstanding = worker.outstanding.saturating_sub(1);
-            if let Health::HalfOpen { probing: true } = worker.health {
-                worker.health = Health::HalfOpen { probing: false };
-            }
-        }
-    }
-
-    pub(super) fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        for expired in self.queue.expire(now) {
-            expired.item.refuse(QueueError::DeadlineExceeded);
-        }
-        while !self.queue.is_empty() {
-            let Some(index) = self.pick(now) else { break };
-            if let Some(batch) = self.settings.batch {
-                if self.should_wait_for_batch(batch, now, ctx) {
-                    break;
-                }
-            }
-            let Some(job) = self.queue.pop() else { break };
-            let waited = job.waited(now);
-            self.stats.waited(now, waited);
-            self.adaptive.granted(now, waited);
-            match job.item {
-                Waiter::Slot(reply) => {
-                    let grant = self.take_slot(index, waited, ctx);
-                    if let Err(Ok(unsent)) = reply.send(Ok(grant)) {
-                        // The requester went away while waiting: take the slot back quietly.
-                        self.untake_slot(unsent);
-                    }
-                }
-                Waiter::Batch(entry) => self.dispatch_batch(index, entry, waited, now, ctx),
-            }
-        }
-        self.workers.retain(|w| !(w.removed && w.outstanding == 0));
-    }
-
-    /// With a worker free, holds a batch that could still grow until its oldest job has
-    /// waited `max_wait`, and schedules the dispatch for then.
-    fn should_wait_for_batch(&mut self, batch: BatchSettings, now: Instant, ctx: &mut Context<Self>) -> bool {
-        if batch.max_wait.is_zero() || self.queue.len() >= batch.max_items {
-            return false;
-        }
-        let waiting_audio: u64 = self.queue.iter().map(|q| q.item.audio_ms()).sum();
-        if waiting_audio >= batch.max_audio_ms {
-            return false;
-        }
-        let Some(oldest) = self.queue.oldest() else { return false };
-        let due = oldest + batch.max_wait;
-        if due <= now {
-            return false;
-        }
-        if self.wake_at.is_none_or(|at| at > due || at <= now) {
-            self.wake_at = Some(due);
-            ctx.run_later(due - now, |act, ctx| {
-                act.wake_at = None;
-                act.dispatch(ctx);
-            });
-        }
-        true
-    }
-
-    /// Packs `first` and more waiting jobs of the same model into one batch for worker `index`:
-    /// similar durations first, then anything that fits, within the item and audio bounds.
-    fn dispatch_batch(&mut self, index: usize, first: BatchEntry, waited: Duration, now: Instant, ctx: &Context<Self>) {
-        let Some(bounds) = self.settings.batch else { return };
-        let model = first.item.model.clone();
-        let anchor = first.item.audio_ms.max(1) as f64;
-        let mut total = first.item.audio_ms;
-        let mut entries = vec![BatchEntry { waited, ..first }];
-        for similar_only in [true, false] {
-            while entries.len() < bounds.max_items {
-                let room = bounds.max_audio_ms.saturating_sub(total);
-                let next = self.queue.pop_where(|w| match w {
-                    Waiter::Batch(e) => {
-                        let ratio = e.item.audio_ms.max(1) as f64 / anchor;
-                        e.item.model == model
-                            && e.item.audio_ms <= room
-                            && (!similar_only || (1.0 / SIMILAR_DURATION_RATIO..=SIMILAR_DURATION_RATIO).contains(&ratio))
-                    }
-                    Waiter::Slot(_) => false,
-                });
-                let Some(job) = next else { break };
-                let waited = job.waited(now);
-                self.adaptive.granted(now, waited);
-                if let Waiter::Batch(entry) = job.item {
-                    if entry.reply.is_closed() {
-                        continue; // its requester went away
-                    }
-                    total += entry.item.audio_ms;
-                    entries.push(BatchEntry { waited, ..entry });
-                }
-            }
-        }
-        entries.retain(|e| !e.reply.is_closed());
-        if entries.is_empty() {
-            return;
-        }
-        let grant = self.take_slot(index, waited, ctx);
-        let Some(executor) = &self.executor else {
-            self.untake_slot(grant);
-            entries.into_iter().for_each(|e| Waiter::Batch(e).refuse(QueueError::Closed));
-            return;
-        };
-        metrics::histogram!("gatehouse_batch_items").record(entries.len() as f64);
-        if let Err(mpsc::error::SendError(batch)) = executor.send(Batch { grant, entries }) {
-            self.untake_slot(batch.grant);
-            batch.entries.into_iter().for_each(|e| Waiter::Batch(e).refuse(QueueError::Closed));
-        }
-    }
-}
-
-impl InferenceQueue {
-    /// One period of adaptive admission (see `adaptive`).
-    fn adjust_admission(&mut self) {
-        self.adaptive.adjust(Instant::now(), self.queue.oldest(), self.queue.depths());
+    fn wake(&mut self, at: WakeAt, ctx: &mut Context<Self>) {
+        let Some(at) = at else { return };
+        ctx.run_later(at.saturating_duration_since(Instant::now()), |act, ctx| {
+            act.shared.lock().wake_at = None;
+            act.tick(ctx);
+        });
     }
 }
 
@@ -292,17 +111,30 @@ impl Actor for InferenceQueue {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(10_000);
-        ctx.run_interval(TICK, |act, ctx| act.dispatch(ctx));
-        if self.settings.wait_target.is_some() {
-            ctx.run_interval(adaptive::CONTROL_PERIOD, |act, _| act.adjust_admission());
+        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
+        if self.shared.lock().settings.wait_target.is_some() {
+            ctx.run_interval(adaptive::CONTROL_PERIOD, |act, _| act.shared.lock().adjust_admission());
         }
     }
+}
 
-    fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        while let Some(job) = self.queue.pop() {
-            job.item.refuse(QueueError::Closed);
-        }
-        Running::Stop
+impl Drop for InferenceQueue {
+    /// Stopped or died (a panic in a handler): the waiting requests are answered `Closed`, and
+    /// so is every later one that still holds this queue's handle.
+    fn drop(&mut self) {
+        self.shared.lock().close();
+    }
+}
+
+/// Asks the actor to dispatch at an instant (a batch held to fill).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Wake(pub(super) Instant);
+
+impl Handler<Wake> for InferenceQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: Wake, ctx: &mut Self::Context) {
+        self.wake(Some(msg.0), ctx);
     }
 }

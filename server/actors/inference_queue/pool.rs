@@ -49,12 +49,19 @@ pub enum Health {
 pub(super) struct Target {
     pub(super) id: Arc<str>,
     pub(super) base_url: Arc<str>,
+    /// `base_url` parsed once, with a trailing `/` to resolve request paths against.
+    pub(super) base: Option<Arc<reqwest::Url>>,
     pub(super) api_key: Option<Arc<str>>,
 }
 
 impl Target {
     pub(super) fn of(spec: &WorkerSpec) -> Target {
-        Target { id: spec.id.as_str().into(), base_url: spec.base_url.as_str().into(), api_key: spec.api_key.as_deref().map(Into::into) }
+        Target {
+            id: spec.id.as_str().into(),
+            base_url: spec.base_url.as_str().into(),
+            base: reqwest::Url::parse(&format!("{}/", spec.base_url.trim_end_matches('/'))).ok().map(Arc::new),
+            api_key: spec.api_key.as_deref().map(Into::into),
+        }
     }
 }
 

@@ -26,8 +26,8 @@ use crate::metering::UsageEvent;
 const ID_FILE: &str = "journal-id";
 const LOCK_FILE: &str = "lock";
 
-/// One request's usage as a journal line.
-#[derive(Serialize, Deserialize)]
+/// One request's usage as a journal line, as read back.
+#[derive(Deserialize)]
 struct Line {
     t: TenantId,
     c: String,
@@ -41,12 +41,27 @@ struct Line {
     l: u64,
 }
 
-impl Line {
-    fn of(e: &UsageEvent) -> Line {
-        Line {
-            t: e.tenant_id.clone(),
-            c: e.credential_id.clone(),
-            m: e.model.clone(),
+/// A `Line` as written: the same fields, borrowed from the event (no copies per request).
+#[derive(Serialize)]
+struct LineOut<'a> {
+    t: &'a str,
+    c: &'a str,
+    m: &'a str,
+    at: DateTime<Utc>,
+    s: u16,
+    p: u64,
+    o: u64,
+    a: u64,
+    w: u64,
+    l: u64,
+}
+
+impl<'a> LineOut<'a> {
+    fn of(e: &'a UsageEvent) -> LineOut<'a> {
+        LineOut {
+            t: e.tenant_id.as_str(),
+            c: &e.credential_id,
+            m: &e.model,
             at: e.at,
             s: e.status,
             p: e.prompt_tokens,
@@ -56,7 +71,9 @@ impl Line {
             l: e.latency_ms,
         }
     }
+}
 
+impl Line {
     fn event(self) -> UsageEvent {
         UsageEvent {
             tenant_id: self.t,
@@ -82,6 +99,8 @@ pub(super) struct Journal {
     _lock: Flock<File>,
     /// The last append failed (logged once until one succeeds again).
     failing: bool,
+    /// The line being written (kept between appends: no allocation per request).
+    line: Vec<u8>,
 }
 
 /// A segment found at start-up.
@@ -129,7 +148,7 @@ impl Journal {
         segments.sort_by_key(|s| s.number);
         let segment = segments.last().map_or(1, |s| s.number + 1);
         let file = open_segment(dir, segment)?;
-        Ok((Journal { dir: dir.to_owned(), id, segment, file, _lock: lock, failing: false }, segments))
+        Ok((Journal { dir: dir.to_owned(), id, segment, file, _lock: lock, failing: false, line: Vec::with_capacity(512) }, segments))
     }
 
     pub(super) fn id(&self) -> &str {
@@ -139,12 +158,12 @@ impl Journal {
     /// Appends one request's usage (one `write`: it is in the kernel's hands when this returns,
     /// so it survives the process). A failure is logged and counted; the usage stays in memory.
     pub(super) fn append(&mut self, event: &UsageEvent) {
-        let mut line = match serde_json::to_vec(&Line::of(event)) {
-            Ok(line) => line,
-            Err(_) => return,
-        };
-        line.push(b'\n');
-        match self.file.write_all(&line) {
+        self.line.clear();
+        if serde_json::to_writer(&mut self.line, &LineOut::of(event)).is_err() {
+            return;
+        }
+        self.line.push(b'\n');
+        match self.file.write_all(&self.line) {
             Ok(()) => self.failing = false,
             Err(e) => {
                 metrics::counter!("gatehouse_usage_journal_errors_total").increment(1);

@@ -217,8 +217,11 @@ async fn proxy(
         }
         // This server thread's client (the process-wide one where an application has none).
         let client = http.as_ref().map_or(&state.upstream, |h| &h.0);
-        let mut req =
-            client.post(format!("{}{}", grant.base_url, endpoint.path())).header("content-type", "application/json").body(payload.clone());
+        let req = match grant.url(endpoint.path()) {
+            Some(url) => client.post(url),
+            None => client.post(format!("{}{}", grant.base_url, endpoint.path())),
+        };
+        let mut req = req.header("content-type", "application/json").body(payload.clone());
         if let Some(key) = &grant.api_key {
             req = req.bearer_auth(key);
         }
@@ -268,8 +271,8 @@ async fn proxy(
         };
         grant.finish(Outcome::Success);
         usage.status = status.as_u16();
-        if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-            usage.take(&v["usage"]);
+        if let Ok(answer) = serde_json::from_slice::<UsageOnly>(&bytes) {
+            usage.take_counts(answer.usage);
         }
         return Ok(HttpResponse::build(StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY))
             .content_type("application/json")
@@ -289,6 +292,21 @@ async fn proxy(
 
 fn upstream_error(pool: &str, kind: &'static str) {
     metrics::counter!("gatehouse_upstream_errors_total", "pool" => pool.to_owned(), "kind" => kind).increment(1);
+}
+
+/// The part of a worker's answer Gatehouse reads; the rest is skipped without being kept.
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<UsageCounts>,
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct UsageCounts {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
 }
 
 /// The usage of one request, recorded exactly once (also when the client disconnects).
@@ -314,6 +332,18 @@ pub(crate) struct UsageRecord {
 }
 
 impl UsageRecord {
+    /// The usage a worker reported (absent: none reported).
+    fn take_counts(&mut self, usage: Option<UsageCounts>) {
+        let Some(usage) = usage else { return };
+        self.usage_reported = true;
+        if let Some(p) = usage.prompt_tokens {
+            self.prompt_tokens = p;
+        }
+        if let Some(c) = usage.completion_tokens {
+            self.completion_tokens = c;
+        }
+    }
+
     pub(crate) fn take(&mut self, usage: &Value) {
         self.usage_reported |= usage.is_object();
         if let Some(p) = usage.get("prompt_tokens").and_then(Value::as_u64) {
@@ -353,8 +383,8 @@ impl Drop for UsageRecord {
         }
         self.state.usage.record(UsageEvent {
             tenant_id: self.tenant.clone(),
-            credential_id: self.credential.clone(),
-            model: self.model.clone(),
+            credential_id: std::mem::take(&mut self.credential),
+            model: std::mem::take(&mut self.model),
             at: chrono::Utc::now(),
             status: self.status,
             prompt_tokens: self.prompt_tokens,
