@@ -2,8 +2,10 @@
 # Memory per open stream: STREAMS clients (default 10,000) each hold a streaming chat completion
 # open through Gatehouse. The upstream is the built-in simulator with a 10-minute gap between
 # tokens, so every stream stays open after its first chunk: idle streams, as a slow model or a
-# long generation leaves them. Reports Gatehouse's resident memory (VmRSS) before, with all the
-# streams open, and after they closed, and the memory per stream. Release build.
+# long generation leaves them (Gatehouse writes a keep-alive comment into each every
+# `gateway.stream_heartbeat_ms`). Reports Gatehouse's resident memory (VmRSS) before, with all the
+# streams open, and 15 s after the clients closed them (with Gatehouse's open files then: the
+# keep-alive write is how it notices a departed client), and the memory per stream. Release build.
 #   STREAMS (default 10000), TEST_DATABASE_URL as in ops/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,7 +26,7 @@ ADMIN=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DB="gh_bench_streams_$$"
 WORK=$(mktemp -d)
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-SIM_PORT=$(free_port); GH_PORT=$(free_port)
+GH_PORT=$(free_port)
 MODEL=bench/idle
 PIDS=()
 cleanup() {
@@ -35,9 +37,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN" simulate-worker --kind llm --listen "127.0.0.1:$SIM_PORT" --model "$MODEL" --ttft-ms 0 --tpot-ms 600000 \
-  --max-concurrent $((STREAMS + 100)) 2>"$WORK/sim.log" &
-PIDS+=($!)
+# A worker has at most 4096 slots: one simulator per 4,000 streams.
+SIMS=$(((STREAMS + 3999) / 4000))
+SIM_PORTS=()
+for _ in $(seq "$SIMS"); do
+  port=$(free_port)
+  SIM_PORTS+=("$port")
+  "$BIN" simulate-worker --kind llm --listen "127.0.0.1:$port" --model "$MODEL" --ttft-ms 0 --tpot-ms 600000 \
+    --max-concurrent 4096 2>>"$WORK/sim.log" &
+  PIDS+=($!)
+done
 export DATABASE_URL="${ADMIN%/*}/$DB"
 export GATEHOUSE__SERVER__LISTEN="127.0.0.1:$GH_PORT" GATEHOUSE__AUTH__ISSUER="http://127.0.0.1:$GH_PORT" GATEHOUSE__LOG__FILTER=warn
 export GATEHOUSE__USAGE__JOURNAL_DIR="$WORK/journal"
@@ -48,15 +57,19 @@ psql "$ADMIN" -qAtc "CREATE DATABASE $DB" >/dev/null
 "$BIN" tenant create --name Bench --json >/dev/null
 KEY=$("$BIN" api-key create --tenant bench --name bench --scopes "chat:completions" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
 "$BIN" pool add --name idle --model "$MODEL" --json >/dev/null
-"$BIN" worker add --pool idle --url "http://127.0.0.1:$SIM_PORT" --slots $((STREAMS + 100)) --json >/dev/null
+for port in "${SIM_PORTS[@]}"; do
+  "$BIN" worker add --pool idle --url "http://127.0.0.1:$port" --slots 4096 --json >/dev/null
+done
 psql "$DATABASE_URL" -qAtc "UPDATE worker_pools SET max_queue_per_tenant = 100000, max_queue_total = 100000" >/dev/null
 "$BIN" serve 2>"$WORK/gatehouse.log" &
 GH_PID=$!
 PIDS+=($GH_PID)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$GH_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+for port in "$GH_PORT" "${SIM_PORTS[@]}"; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 || curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
+done
 
 python3 - "$GH_PORT" "$KEY" "$MODEL" "$STREAMS" "$GH_PID" <<'PY'
-import asyncio, json, sys, time
+import asyncio, json, os, sys, time
 port, key, model, streams, pid = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 
 def rss_mb():
@@ -99,11 +112,14 @@ async def main():
     during = rss_mb()
     for w in held:
         w.close()
-    await asyncio.sleep(5)
+    # A departed client is noticed by the next keep-alive write (gateway.stream_heartbeat_ms).
+    await asyncio.sleep(15)
     after = rss_mb()
-    print(f"| streams open | failed | RSS before | RSS with them open | per stream | RSS 5 s after they closed | opened in |")
-    print(f"|---|---|---|---|---|---|---|")
-    print(f"| {len(held):,} | {len(failed)} | {before:.0f} MB | {during:.0f} MB | {(during - before) * 1024 / max(len(held), 1):.1f} KB | {after:.0f} MB | {time.monotonic() - started:.1f} s |")
+    files = len(os.listdir(f"/proc/{pid}/fd"))
+    print("| streams open | failed | RSS before | RSS with them open | per stream | 15 s after they closed: RSS, open files | opened in |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {len(held):,} | {len(failed)} | {before:.0f} MB | {during:.0f} MB | {(during - before) * 1024 / max(len(held), 1):.1f} KB "
+          f"| {after:.0f} MB, {files} | {time.monotonic() - started:.1f} s |")
     if failed:
         print("first failure:", repr(failed[0]), file=sys.stderr)
 

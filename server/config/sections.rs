@@ -210,6 +210,11 @@ pub struct GatewayConfig {
     pub health_timeout_ms: u64,
     /// Seconds allowed for a worker's whole answer (non-streaming) or between stream chunks.
     pub upstream_timeout_s: u64,
+    /// Milliseconds a relayed stream may go without an event before Gatehouse writes an SSE
+    /// comment (`: keep-alive`) to the client: a client that left is noticed by that write
+    /// (actix-web sees a closed connection only when it writes), so the worker stops generating
+    /// and the slot comes back. 0 = never (a departed client is then noticed at the next event).
+    pub stream_heartbeat_ms: u64,
     /// Consecutive failures that eject a worker (circuit breaker).
     pub eject_after_failures: u32,
     /// Milliseconds an ejected worker rests before one half-open probe request.
@@ -227,6 +232,7 @@ impl Default for GatewayConfig {
             refresh_interval_ms: 2000,
             health_timeout_ms: 1500,
             upstream_timeout_s: 300,
+            stream_heartbeat_ms: 5000,
             eject_after_failures: 3,
             eject_for_ms: 10_000,
             policy_cache_ttl_ms: 5000,

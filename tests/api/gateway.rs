@@ -147,6 +147,30 @@ async fn a_client_disconnect_cancels_the_upstream_request_and_frees_the_slot() {
 }
 
 #[actix_web::test]
+async fn a_client_that_leaves_a_quiet_stream_is_noticed_by_the_keep_alive_and_frees_the_slot() {
+    // The first token comes at once, the next after a minute: the stream is quiet in between.
+    let (port, _s) = simulator(|c| {
+        c.tpot_ms = 60_000;
+    });
+    let (app, key) = gateway(&[port], 5000, |c| c.gateway.stream_heartbeat_ms = 100).await;
+    let mut r = post(&app, &key, &chat(true, false)).await;
+    assert_eq!(r.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains(": keep-alive\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), r.chunk()).await.expect("a chunk within 5 s").unwrap().unwrap();
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(seen.starts_with("data: "), "the first event came before the comment: {seen}");
+    let queue = app.state.gateway.route("Qwen/Qwen2.5-7B-Instruct").unwrap().queue.clone();
+    assert_eq!(queue.status().await.workers[0].2, 1, "the stream holds its worker slot");
+    drop(r);
+    // Gatehouse's side: the relay is dropped and the slot returned within a few heartbeats (the
+    // simulator, an actix-web server too, notices only at its next token, a minute away).
+    let freed = eventually(Duration::from_secs(5), || async { queue.status().await.workers[0].2 == 0 }).await;
+    assert!(freed, "the departed client was noticed while no token flowed: {:?}", queue.status().await.workers);
+}
+
+#[actix_web::test]
 async fn plan_caps_on_max_tokens_and_prompt_size_apply() {
     let (port, _s) = simulator(|_| {});
     let (app, key) = gateway(&[port], 5000, |_| {}).await;

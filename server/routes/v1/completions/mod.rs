@@ -280,7 +280,8 @@ async fn proxy(
     }
 
     usage.status = 200;
-    let relay = Relay::new(Box::pin(response.bytes_stream()), !client_wants_usage, grant, usage, timeout);
+    let heartbeat = Some(Duration::from_millis(state.config.gateway.stream_heartbeat_ms)).filter(|d| !d.is_zero());
+    let relay = Relay::new(Box::pin(response.bytes_stream()), !client_wants_usage, grant, usage, timeout, heartbeat);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))

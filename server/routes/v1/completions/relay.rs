@@ -20,6 +20,8 @@ const GATHER_MAX_BYTES: usize = 64 * 1024;
 
 /// What one pull from the worker's stream brought.
 enum Pulled {
+    /// Nothing for a heartbeat interval: time for a keep-alive comment.
+    Idle,
     /// More bytes (possibly no complete event yet).
     Data,
     /// The stream ended after whatever was pulled.
@@ -37,18 +39,43 @@ pub(super) struct Relay {
     usage: UsageRecord,
     /// Longest wait for the worker's next frame.
     timeout: Duration,
+    /// Longest quiet time towards the client before a keep-alive comment (None: never).
+    heartbeat: Option<Duration>,
+    /// When the worker's last frame arrived (the stall timeout counts from it).
+    last_frame: tokio::time::Instant,
     done: bool,
     first_byte_seen: bool,
 }
 
 impl Relay {
-    pub(super) fn new(upstream: ByteStream, strip_usage: bool, grant: Grant, usage: UsageRecord, timeout: Duration) -> Relay {
-        Relay { upstream, buffer: BytesMut::new(), strip_usage, grant: Some(grant), usage, timeout, done: false, first_byte_seen: false }
+    pub(super) fn new(
+        upstream: ByteStream,
+        strip_usage: bool,
+        grant: Grant,
+        usage: UsageRecord,
+        timeout: Duration,
+        heartbeat: Option<Duration>,
+    ) -> Relay {
+        Relay {
+            upstream,
+            buffer: BytesMut::new(),
+            strip_usage,
+            grant: Some(grant),
+            usage,
+            timeout,
+            heartbeat,
+            last_frame: tokio::time::Instant::now(),
+            done: false,
+            first_byte_seen: false,
+        }
     }
 
     pub(super) async fn next_chunk(&mut self) -> Option<Bytes> {
         while !self.done {
             match self.pull().await {
+                // An SSE comment: clients skip it, and writing it is how a departed client is
+                // noticed (the write fails, the relay is dropped, the worker's request cancelled).
+                Pulled::Idle => return Some(Bytes::from_static(b": keep-alive\n\n")),
                 Pulled::Data => {
                     if let Some(out) = self.take_events().filter(|out| !out.is_empty()) {
                         return Some(out);
@@ -86,8 +113,15 @@ impl Relay {
     /// worker sends many events in one TCP segment; hyper hands them over a frame at a time):
     /// they leave in one write instead of a write each. Nothing waits for data not yet there.
     async fn pull(&mut self) -> Pulled {
-        match tokio::time::timeout(self.timeout, self.upstream.next()).await {
+        let stall_at = self.last_frame + self.timeout;
+        let wake_at = match self.heartbeat {
+            Some(beat) => stall_at.min(tokio::time::Instant::now() + beat),
+            None => stall_at,
+        };
+        match tokio::time::timeout_at(wake_at, self.upstream.next()).await {
+            Err(_) if wake_at < stall_at => return Pulled::Idle,
             Ok(Some(Ok(bytes))) => {
+                self.last_frame = tokio::time::Instant::now();
                 if !self.first_byte_seen {
                     self.first_byte_seen = true;
                     if let Some(m) = &self.usage.route.metrics {
