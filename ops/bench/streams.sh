@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=ops/lib/provision.sh
 source ops/lib/provision.sh
+# shellcheck source=ops/lib/bench.sh
+source ops/lib/bench.sh
 command -v psql >/dev/null 2>&1 || apt_install postgresql-client
 cargo build --release --locked -q
 BIN=target/release/gatehouse
@@ -47,15 +49,8 @@ for _ in $(seq "$SIMS"); do
     --max-concurrent 4096 2>>"$WORK/sim.log" &
   PIDS+=($!)
 done
-export DATABASE_URL="${ADMIN%/*}/$DB"
-export GATEHOUSE__SERVER__LISTEN="127.0.0.1:$GH_PORT" GATEHOUSE__AUTH__ISSUER="http://127.0.0.1:$GH_PORT" GATEHOUSE__LOG__FILTER=warn
 export GATEHOUSE__USAGE__JOURNAL_DIR="$WORK/journal"
-export GATEHOUSE__AUTH__MASTER_KEY=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
-export GATEHOUSE__AUTH__PEPPER=$(python3 -c 'import secrets; print(secrets.token_urlsafe(40))')
-psql "$ADMIN" -qAtc "CREATE DATABASE $DB" >/dev/null
-"$BIN" migrate >/dev/null
-"$BIN" tenant create --name Bench --json >/dev/null
-KEY=$("$BIN" api-key create --tenant bench --name bench --scopes "chat:completions" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+bench_gatehouse "$BIN" "$ADMIN" "$DB" "$GH_PORT"
 "$BIN" pool add --name idle --model "$MODEL" --json >/dev/null
 for port in "${SIM_PORTS[@]}"; do
   "$BIN" worker add --pool idle --url "http://127.0.0.1:$port" --slots 4096 --json >/dev/null

@@ -26,11 +26,11 @@ impl FromRequest for Principal {
     type Error = ApiError;
     type Future = Ready<Result<Principal, ApiError>>;
 
+    /// Takes the principal `authenticate_v1` left (moved, not copied: a handler extracts it once).
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(
-            req.extensions()
-                .get::<Principal>()
-                .cloned()
+            req.extensions_mut()
+                .remove::<Principal>()
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("Principal requested on a route without authenticate_v1"))),
         )
     }

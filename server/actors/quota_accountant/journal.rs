@@ -26,12 +26,13 @@ use crate::metering::UsageEvent;
 const ID_FILE: &str = "journal-id";
 const LOCK_FILE: &str = "lock";
 
-/// One request's usage as a journal line, as read back.
-#[derive(Deserialize)]
-struct Line {
-    t: TenantId,
-    c: String,
-    m: String,
+/// One request's usage as a journal line: written from the event's borrowed fields (no copies
+/// per request), read back as owned ones (`ReadLine`).
+#[derive(Serialize, Deserialize)]
+struct Line<T, S> {
+    t: T,
+    c: S,
+    m: S,
     at: DateTime<Utc>,
     s: u16,
     p: u64,
@@ -41,24 +42,12 @@ struct Line {
     l: u64,
 }
 
-/// A `Line` as written: the same fields, borrowed from the event (no copies per request).
-#[derive(Serialize)]
-struct LineOut<'a> {
-    t: &'a str,
-    c: &'a str,
-    m: &'a str,
-    at: DateTime<Utc>,
-    s: u16,
-    p: u64,
-    o: u64,
-    a: u64,
-    w: u64,
-    l: u64,
-}
+type LineOut<'a> = Line<&'a str, &'a str>;
+type ReadLine = Line<TenantId, String>;
 
 impl<'a> LineOut<'a> {
     fn of(e: &'a UsageEvent) -> LineOut<'a> {
-        LineOut {
+        Line {
             t: e.tenant_id.as_str(),
             c: &e.credential_id,
             m: &e.model,
@@ -73,7 +62,7 @@ impl<'a> LineOut<'a> {
     }
 }
 
-impl Line {
+impl ReadLine {
     fn event(self) -> UsageEvent {
         UsageEvent {
             tenant_id: self.t,
@@ -215,7 +204,7 @@ pub(super) fn read_segment(path: &Path) -> io::Result<Vec<UsageEvent>> {
         if line.is_empty() {
             continue;
         }
-        match serde_json::from_slice::<Line>(&line) {
+        match serde_json::from_slice::<ReadLine>(&line) {
             Ok(l) => events.push(l.event()),
             Err(e) => tracing::warn!(error = %e, path = %path.display(), line = index + 1, "unreadable usage journal line skipped"),
         }
