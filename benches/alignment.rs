@@ -45,6 +45,8 @@ struct Run {
     seconds: f64,
     latencies: Vec<Duration>,
     errors: usize,
+    /// The failed requests by answer (status and error code) or transport error.
+    why: std::collections::BTreeMap<String, usize>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -64,6 +66,7 @@ async fn load(base: String, key: String, model: &'static str, clips: Arc<Vec<(u3
         tasks.push(actix_rt::spawn(async move {
             let mut done = Vec::new();
             let mut errors = 0;
+            let mut why = std::collections::BTreeMap::<String, usize>::new();
             let mut i = c;
             while Instant::now() < end {
                 let (seconds, bytes) = &clips[i % clips.len()];
@@ -75,30 +78,40 @@ async fn load(base: String, key: String, model: &'static str, clips: Arc<Vec<(u3
                     .text("language", "en")
                     .text("model", model);
                 let sent = Instant::now();
-                let ok = http
-                    .post(format!("{base}/v1/audio/alignments"))
-                    .bearer_auth(&key)
-                    .multipart(form)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
+                let failure = match http.post(format!("{base}/v1/audio/alignments")).bearer_auth(&key).multipart(form).send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.err().map(|e| format!("body: {e}")),
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        Some(format!("{status} {}", body["error"]["code"].as_str().unwrap_or("")))
+                    }
+                    Err(e) => Some(format!("transport: {e}")),
+                };
                 let finished = Instant::now();
                 if finished >= start + WARMUP && finished < end {
-                    if ok { done.push(finished - sent) } else { errors += 1 }
+                    match failure {
+                        None => done.push(finished - sent),
+                        Some(f) => {
+                            errors += 1;
+                            *why.entry(f).or_default() += 1;
+                        }
+                    }
                 }
             }
-            (done, errors)
+            (done, errors, why)
         }));
     }
     let mut latencies = Vec::new();
     let mut errors = 0;
+    let mut why = std::collections::BTreeMap::<String, usize>::new();
     for t in tasks {
-        let (d, e) = t.await.unwrap();
+        let (d, e, w) = t.await.unwrap();
         latencies.extend(d);
         errors += e;
+        w.into_iter().for_each(|(k, n)| *why.entry(k).or_default() += n);
     }
     latencies.sort();
-    Run { items: latencies.len(), seconds: MEASURE.as_secs_f64(), latencies, errors }
+    Run { items: latencies.len(), seconds: MEASURE.as_secs_f64(), latencies, errors, why }
 }
 
 fn main() {
@@ -161,6 +174,9 @@ fn main() {
         for ((pool, model, items), port) in [("b16", "aligner-b16", 16), ("b1", "aligner-b1", 1)].into_iter().zip(&sims) {
             let req = CreatePoolRequest {
                 queue_deadline_ms: Some(300_000),
+                // Batching alone: 64 closed-loop clients keep the pool saturated, and adaptive
+                // admission (on by default) would refuse their surplus with 429s at once.
+                queue_wait_target_ms: Some(0),
                 batch_max_items: Some(items),
                 batch_max_wait_ms: Some(50),
                 ..CreatePoolRequest::new(pool, gatehouse::domain::PoolKind::Aligner, vec![model.into()])
@@ -192,6 +208,9 @@ fn main() {
                 percentile(&run.latencies, 0.99).as_secs_f64() * 1000.0,
                 run.errors
             );
+            for (failure, n) in &run.why {
+                println!("{:<10} {n} × {failure}", "");
+            }
         }
         println!("throughput ratio (max 16 / max 1): {:.2}x (target >= 3x)", rates[0] / rates[1].max(f64::MIN_POSITIVE));
         handle.stop(true).await;
