@@ -24,6 +24,12 @@ const TEMPLATE_LOCK_KEY: i64 = 0x7465_7374_5f74_706c;
 
 /// Server-level connection settings (`TEST_DATABASE_URL`).
 pub fn admin_url() -> String {
+    // Every test reaches PostgreSQL through this URL, so this runs before libpq's first use of
+    // OpenSSL: told first, OpenSSL registers no exit-time cleanup. Without this, the cleanup ran
+    // while a server thread of the finished test was still closing its TLS connections to
+    // PostgreSQL and the process died with SIGSEGV after its test had passed.
+    static OPENSSL: std::sync::Once = std::sync::Once::new();
+    OPENSSL.call_once(openssl_sys::init);
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
 }
 
