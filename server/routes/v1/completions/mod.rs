@@ -303,7 +303,7 @@ struct UsageOnly {
 }
 
 #[derive(serde::Deserialize)]
-pub(crate) struct UsageCounts {
+struct UsageCounts {
     #[serde(default)]
     prompt_tokens: Option<u64>,
     #[serde(default)]
@@ -333,7 +333,8 @@ pub(crate) struct UsageRecord {
 }
 
 impl UsageRecord {
-    /// The usage a worker reported (absent: none reported).
+    /// The usage a worker reported, from a whole answer or a stream's usage chunk (absent or
+    /// unreadable: none reported, so the reservation is kept).
     fn take_counts(&mut self, usage: Option<UsageCounts>) {
         let Some(usage) = usage else { return };
         self.usage_reported = true;
@@ -341,16 +342,6 @@ impl UsageRecord {
             self.prompt_tokens = p;
         }
         if let Some(c) = usage.completion_tokens {
-            self.completion_tokens = c;
-        }
-    }
-
-    pub(crate) fn take(&mut self, usage: &Value) {
-        self.usage_reported |= usage.is_object();
-        if let Some(p) = usage.get("prompt_tokens").and_then(Value::as_u64) {
-            self.prompt_tokens = p;
-        }
-        if let Some(c) = usage.get("completion_tokens").and_then(Value::as_u64) {
             self.completion_tokens = c;
         }
     }

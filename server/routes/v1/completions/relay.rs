@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use actix_web::web::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{UsageRecord, upstream_error};
+use super::{UsageCounts, UsageRecord, upstream_error};
 use crate::actors::inference_queue::{Grant, Outcome};
 
 pub(super) type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>>>>;
@@ -190,8 +191,8 @@ impl Relay {
         }
         let Ok(mut v) = serde_json::from_str::<Value>(data) else { return Some(Cow::Borrowed(line)) };
         let Some(obj) = v.as_object_mut() else { return Some(Cow::Borrowed(line)) };
-        if obj.get("usage").is_some_and(Value::is_object) {
-            self.usage.take(&obj["usage"]);
+        if let Some(usage) = obj.get("usage").filter(|u| u.is_object()) {
+            self.usage.take_counts(UsageCounts::deserialize(usage).ok());
             if self.strip_usage && obj.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty) {
                 return None;
             }
