@@ -8,7 +8,7 @@ use actix_web::web::Bytes;
 use tokio::sync::oneshot;
 
 use super::QueueError;
-use super::handle::Shared;
+use super::state::Shared;
 use crate::domain::AlignedUnit;
 
 /// How a granted request ended, for the circuit breaker.

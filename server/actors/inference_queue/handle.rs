@@ -1,16 +1,16 @@
-//! `InferenceQueueHandle`, the only way in: it reaches the pool's shared state (`Shared`) on
-//! the caller's thread, and the actor only for what needs its clock.
+//! `InferenceQueueHandle`, the only way in: it reaches the pool's shared state
+//! (`state::Shared`) on the caller's thread, and the actor only for what needs its clock.
 
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
-use super::grant::{AlignFailure, AlignItem, AlignReply, Batch, BatchEntry, Grant, Outcome, Waiter};
+use super::grant::{AlignFailure, AlignItem, AlignReply, Batch, BatchEntry, Grant, Waiter};
 use super::pool::{Health, LoadReading, WorkerStatus, record_failure};
-use super::state::{Core, Request, WakeAt};
-use super::{AdaptiveStatus, InferenceQueue, LOAD_REPORT_TTL, QueueError, QueueSettings, Wake, WindowStats, WorkerSpec};
+use super::state::{Core, Request, Shared};
+use super::{AdaptiveStatus, InferenceQueue, LOAD_REPORT_TTL, QueueError, QueueSettings, WindowStats, WorkerSpec};
 use crate::domain::TenantId;
 use crate::scheduler::Priority;
 
@@ -81,34 +81,6 @@ impl Core {
     }
 }
 
-/// One pool's queue state and its actor, shared by the handle and every grant.
-pub(super) struct Shared {
-    core: Mutex<Core>,
-    /// The actor, once started (it schedules the dispatches that batch waits ask for).
-    actor: OnceLock<Addr<InferenceQueue>>,
-}
-
-impl Shared {
-    pub(super) fn lock(&self) -> MutexGuard<'_, Core> {
-        // A panic while holding the lock leaves no half-made change worth refusing service for:
-        // every step leaves the counters consistent before it can panic.
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Runs `step` on the state; a batch wait it sets up is handed to the actor.
-    fn with(self: &Arc<Self>, step: impl FnOnce(&mut Core, &Arc<Shared>) -> WakeAt) {
-        let wake = step(&mut self.lock(), self);
-        if let (Some(at), Some(actor)) = (wake, self.actor.get()) {
-            actor.do_send(Wake(at));
-        }
-    }
-
-    /// A grant's slot comes back (see `Grant`).
-    pub(super) fn release(self: &Arc<Self>, worker_id: &str, outcome: Outcome) {
-        self.with(|core, shared| core.release(shared, worker_id, outcome));
-    }
-}
-
 /// The only way to reach a pool's queue.
 #[derive(Clone)]
 pub struct InferenceQueueHandle {
@@ -133,10 +105,10 @@ impl InferenceQueueHandle {
     }
 
     fn start_with(arbiter: &actix_rt::ArbiterHandle, core: Core) -> InferenceQueueHandle {
-        let shared = Arc::new(Shared { core: Mutex::new(core), actor: OnceLock::new() });
+        let shared = Arc::new(Shared::new(core));
         let actor = InferenceQueue { shared: shared.clone() };
         let addr = InferenceQueue::start_in_arbiter(arbiter, move |_| actor);
-        let _ = shared.actor.set(addr.clone());
+        shared.set_actor(addr.clone());
         InferenceQueueHandle { shared, addr }
     }
 

@@ -29,9 +29,9 @@ use actix::prelude::*;
 use crate::scheduler::QueueLimits;
 pub use adaptive::AdaptiveStatus;
 pub use grant::{AlignDone, AlignFailure, AlignItem, AlignReply, Batch, BatchEntry, Grant, ItemResult, Outcome};
-use handle::Shared;
 pub use handle::{InferenceQueueHandle, QueueStatus};
 pub use pool::{Health, WorkerSpec, WorkerStatus};
+use state::Shared;
 use state::WakeAt;
 pub use stats::WindowStats;
 

@@ -1,19 +1,19 @@
 //! `Core`: one pool's queue state — its workers (slots, outstanding work, circuit breaker), the
 //! `FairQueue` of waiting requests, the wait statistics and adaptive admission — and the steps
-//! that change it. It lives behind the pool's mutex (`handle::Shared`): a request takes a free
+//! that change it. It lives behind the pool's mutex (`Shared`): a request takes a free
 //! slot, queues, or returns its slot by locking it for a few hundred nanoseconds on its own
 //! thread, and the queue actor takes it for its timers. Nothing here blocks or awaits.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use actix::Addr;
 use tokio::sync::mpsc;
 
 use super::grant::{Batch, BatchEntry, Grant, Outcome, Waiter};
-use super::handle::Shared;
 use super::pool::{Health, PoolWorker, Target, record_failure};
-use super::{BatchSettings, QueueError, QueueSettings, SIMILAR_DURATION_RATIO, WorkerSpec, adaptive, stats};
+use super::{BatchSettings, InferenceQueue, QueueError, QueueSettings, SIMILAR_DURATION_RATIO, Wake, WorkerSpec, adaptive, stats};
 use crate::domain::TenantId;
 use crate::scheduler::{Admission, FairQueue, Priority};
 
@@ -32,6 +32,42 @@ pub(super) struct Core {
 
 /// What a dispatch leaves for the actor: a batch to hold until this instant.
 pub(super) type WakeAt = Option<Instant>;
+
+/// One pool's queue state and its actor, shared by the handle and every grant.
+pub(super) struct Shared {
+    core: Mutex<Core>,
+    /// The actor, once started (it schedules the dispatches that batch waits ask for).
+    actor: OnceLock<Addr<InferenceQueue>>,
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock leaves no half-made change worth refusing service for:
+        // every step leaves the counters consistent before it can panic.
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn new(core: Core) -> Shared {
+        Shared { core: Mutex::new(core), actor: OnceLock::new() }
+    }
+
+    pub(super) fn set_actor(&self, actor: Addr<InferenceQueue>) {
+        let _ = self.actor.set(actor);
+    }
+
+    /// Runs `step` on the state; a batch wait it sets up is handed to the actor.
+    pub(super) fn with(self: &Arc<Self>, step: impl FnOnce(&mut Core, &Arc<Shared>) -> WakeAt) {
+        let wake = step(&mut self.lock(), self);
+        if let (Some(at), Some(actor)) = (wake, self.actor.get()) {
+            actor.do_send(Wake(at));
+        }
+    }
+
+    /// A grant's slot comes back (see `Grant`).
+    pub(super) fn release(self: &Arc<Self>, worker_id: &str, outcome: Outcome) {
+        self.with(|core, shared| core.release(shared, worker_id, outcome));
+    }
+}
 
 impl Core {
     pub(super) fn new(workers: Vec<WorkerSpec>, settings: QueueSettings, executor: Option<mpsc::UnboundedSender<Batch>>) -> Core {
