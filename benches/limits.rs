@@ -42,6 +42,37 @@ fn local(c: &mut Criterion) {
     });
 }
 
+/// 10,000 tenants with request and token limits, all active within the minute: 20,000 live
+/// windows in the store while each admission is for one tenant of them.
+fn local_many_tenants(c: &mut Criterion) {
+    let limits = Limits { requests_per_minute: Some(u64::MAX / 4), tokens_per_minute: Some(u64::MAX / 4), ..Limits::default() };
+    let checks: Vec<Vec<_>> = (0..10_000)
+        .map(|t| {
+            let s = Subject {
+                tenant_id: gatehouse::domain::TenantId::from_trusted(format!("ten_bench{t:05}")),
+                credential_id: format!("key_bench{t:05}"),
+                tenant: limits,
+                credential: Limits::default(),
+            };
+            s.checks(Demand { tokens: 300, audio_seconds: 0 })
+        })
+        .collect();
+    c.bench_function("limiter/local admit (2 counters, 10k tenants' 20k windows live)", |b| {
+        b.iter_custom(|iters| {
+            let store = LocalStore::new();
+            for (i, tenant) in checks.iter().enumerate() {
+                store.admit(&format!("warm{i}"), tenant);
+            }
+            let ids: Vec<String> = (0..iters).map(|i| format!("{i:032x}")).collect();
+            let start = Instant::now();
+            for (i, id) in ids.iter().enumerate() {
+                black_box(store.admit(id, black_box(&checks[i % checks.len()])));
+            }
+            start.elapsed()
+        })
+    });
+}
+
 /// Calls of the commands a client sends for a script (`EVALSHA`, and `EVAL` after a cache
 /// miss): the round trips. Commands run inside a script are listed by INFO too, but cost none.
 fn redis_script_calls(conn: &mut redis::Connection) -> u64 {
@@ -116,8 +147,8 @@ fn usage_writes(_: &mut Criterion) {
     let mut conn = PgConnection::establish(&url).unwrap();
     gatehouse::db::migrations::run_pending(&mut conn).unwrap();
     gatehouse::db::partitions::maintain(&mut conn, chrono::Utc::now(), &config.retention).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (writes, requests, rows) = rt.block_on(async {
+    // The accountant is an actor: it starts on the current actix arbiter.
+    let (writes, requests, rows) = actix_rt::System::new().block_on(async {
         let db = gatehouse::db::Db::new(&url, &config.database);
         let accountant = gatehouse::actors::quota_accountant::QuotaAccountantHandle::start(db, &config.usage);
         let start = tokio::time::Instant::now();
@@ -164,6 +195,6 @@ fn usage_writes(_: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5));
-    targets = local, shared, usage_writes
+    targets = local, local_many_tenants, shared, usage_writes
 }
 criterion_main!(benches);

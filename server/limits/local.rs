@@ -48,10 +48,21 @@ impl Window {
     }
 }
 
-#[derive(Default)]
+/// Idle windows are swept once the map holds more than this many (or twice what the last sweep
+/// left, whichever is more).
+const SWEEP_FLOOR: usize = 10_000;
+
 struct State {
     windows: HashMap<String, Window>,
     leases: HashMap<String, HashSet<String>>,
+    /// The map size that triggers the next sweep.
+    sweep_at: usize,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State { windows: HashMap::new(), leases: HashMap::new(), sweep_at: SWEEP_FLOOR }
+    }
 }
 
 pub struct LocalStore {
@@ -104,11 +115,15 @@ impl LocalStore {
             s.remaining = s.remaining.saturating_sub(c.amount);
         }
         // Forget idle counters now and then so the map does not grow with every tenant ever seen.
-        if state.windows.len() > 10_000 {
+        // The next sweep waits until the map has doubled again: with more live windows than the
+        // floor (10,000 tenants active within the minute), sweeping at every admission cost a
+        // scan of all of them under this lock; doubling keeps it O(1) per admission on average.
+        if state.windows.len() > state.sweep_at {
             state.windows.retain(|_, w| {
                 w.expire(now);
                 !w.entries.is_empty()
             });
+            state.sweep_at = (state.windows.len() * 2).max(SWEEP_FLOOR);
         }
         Verdict::Admitted { states }
     }
@@ -226,5 +241,32 @@ mod tests {
         assert!(matches!(store.admit("b", &checks), Verdict::Refused { .. }));
         store.settle(vec![Settle::Release { key: "c:k:concurrent".into(), id: "a".into() }]);
         assert!(matches!(store.admit("b", &checks), Verdict::Admitted { .. }));
+    }
+
+    #[test]
+    fn idle_windows_are_swept_and_live_ones_wait_for_the_map_to_double() {
+        // The store started five minutes ago: windows whose only entry is from its start are idle.
+        let store = LocalStore { epoch: Instant::now() - Duration::from_secs(300), state: Mutex::new(State::default()) };
+        let now = store.now();
+        let window = |at: u64| Window { entries: VecDeque::from([(at, "r".to_owned(), 1)]), total: 1 };
+        {
+            let mut s = store.state.lock().unwrap();
+            s.windows.extend((0..15_000).map(|i| (format!("t:idle{i}:requests"), window(0))));
+            s.windows.extend((0..12_000).map(|i| (format!("t:live{i}:requests"), window(now))));
+        }
+        let admit = |key: String| store.admit("a", &[Check { scope: Scope::Tenant, dim: Dimension::Requests, key, limit: 100, amount: 1 }]);
+        let sizes = |store: &LocalStore| {
+            let s = store.state.lock().unwrap();
+            (s.windows.len(), s.sweep_at)
+        };
+        assert!(matches!(admit("t:live0:requests".into()), Verdict::Admitted { .. }));
+        assert_eq!(sizes(&store), (12_000, 24_000), "the idle windows are gone, the live ones kept");
+        // 12,000 more tenants become active: no sweep until the map passes twice what was left.
+        for i in 0..12_000 {
+            admit(format!("t:new{i}:requests"));
+        }
+        assert_eq!(sizes(&store), (24_000, 24_000));
+        admit("t:one-more:requests".into());
+        assert_eq!(sizes(&store), (24_001, 48_002), "all live: kept, and the next sweep waits for twice as many");
     }
 }
