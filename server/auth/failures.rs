@@ -20,7 +20,18 @@ pub enum FailureKey {
 
 pub struct FailureTally {
     window: Duration,
-    seen: Mutex<HashMap<FailureKey, VecDeque<Instant>>>,
+    seen: Mutex<Seen>,
+}
+
+/// A full tally is swept at most this often: each sweep scans every key, and failed
+/// authentications from ever new addresses or client ids are the cheapest requests to send.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Seen {
+    keys: HashMap<FailureKey, VecDeque<Instant>>,
+    /// A sweep left the tally full: none again before this instant.
+    no_sweep_before: Option<Instant>,
 }
 
 impl FailureTally {
@@ -31,10 +42,12 @@ impl FailureTally {
     /// Counts one failed authentication.
     pub fn record(&self, ip: Option<IpAddr>, client: Option<&str>) {
         let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_KEYS {
+        let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let Seen { keys: seen, no_sweep_before } = &mut *guard;
+        if seen.len() >= MAX_KEYS && no_sweep_before.is_none_or(|t| now >= t) {
             let window = self.window;
             seen.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) <= window));
+            *no_sweep_before = (seen.len() >= MAX_KEYS).then(|| now + FULL_SWEEP_EVERY);
         }
         let keys = ip.map(FailureKey::Ip).into_iter().chain(client.map(|c| FailureKey::Client(c.to_owned())));
         for key in keys {
@@ -53,7 +66,8 @@ impl FailureTally {
     pub fn bursts(&self, threshold: u32) -> Vec<(FailureKey, u32)> {
         let now = Instant::now();
         let window = self.window;
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = &mut guard.keys;
         seen.retain(|_, times| {
             while times.front().is_some_and(|t| now.duration_since(*t) > window) {
                 times.pop_front();
@@ -81,5 +95,17 @@ mod tests {
         tally.record(Some("198.51.100.1".parse().unwrap()), None);
         assert_eq!(tally.bursts(5), vec![(FailureKey::Ip(ip), 5), (FailureKey::Client("cli_a".into()), 5)]);
         assert!(tally.bursts(6).is_empty());
+    }
+
+    #[test]
+    fn a_full_tally_is_swept_at_most_once_a_second() {
+        let tally = FailureTally::new(Duration::from_secs(60));
+        for i in 0..MAX_KEYS {
+            tally.record(None, Some(&format!("c{i}")));
+        }
+        tally.record(None, Some("one more"));
+        let seen = tally.seen.lock().unwrap();
+        assert_eq!(seen.keys.len(), MAX_KEYS, "bounded: the new client is not counted");
+        assert!(seen.no_sweep_before.is_some_and(|t| t > Instant::now()), "the sweep that found it full waits a second");
     }
 }

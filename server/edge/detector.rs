@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -72,6 +73,11 @@ pub struct Detector {
     limits: Counts,
     max_tracked: usize,
     tracked: Mutex<HashMap<IpAddr, Tracked>>,
+    /// The window in which a sweep last left `tracked` full. Entries age only when the window
+    /// rolls, so sweeping again before then frees nothing: without this, every request from a
+    /// new address during a flood from more addresses than `max_tracked` scanned the whole map
+    /// under the lock.
+    full_in_window: AtomicU64,
     /// Banned address → end of the ban (milliseconds since the epoch).
     bans: RwLock<HashMap<IpAddr, u64>>,
 }
@@ -82,7 +88,14 @@ pub fn now_ms() -> u64 {
 
 impl Detector {
     pub fn new(window: Duration, limits: Counts, max_tracked: usize) -> Detector {
-        Detector { window_ms: window.as_millis().max(1) as u64, limits, max_tracked, tracked: Mutex::default(), bans: RwLock::default() }
+        Detector {
+            window_ms: window.as_millis().max(1) as u64,
+            limits,
+            max_tracked,
+            tracked: Mutex::default(),
+            full_in_window: AtomicU64::new(u64::MAX),
+            bans: RwLock::default(),
+        }
     }
 
     /// The fixed window `at` falls in, and how far into it (0..1). Wall-clock based, so every
@@ -107,7 +120,12 @@ impl Detector {
         let (window, progress) = self.window_at(now_ms);
         let mut tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
         if tracked.len() >= self.max_tracked && !tracked.contains_key(&ip) {
-            tracked.retain(|_, t| t.window + 1 >= window);
+            if self.full_in_window.load(Ordering::Relaxed) != window {
+                tracked.retain(|_, t| t.window + 1 >= window);
+                if tracked.len() >= self.max_tracked {
+                    self.full_in_window.store(window, Ordering::Relaxed);
+                }
+            }
             if tracked.len() >= self.max_tracked {
                 metrics::counter!("gatehouse_edge_untracked_total").increment(1);
                 return None;
@@ -250,6 +268,10 @@ mod tests {
         d.observe(ip(2), 200, 0);
         d.observe(ip(3), 200, 0);
         assert_eq!(d.take_unsynced(0).1.len(), 2);
+        // Full for the rest of this window: later new addresses are refused without a sweep.
+        assert_eq!(d.full_in_window.load(Ordering::Relaxed), 0);
+        d.observe(ip(4), 200, 30_000);
+        assert_eq!(d.take_unsynced(30_000).1.len(), 0, "ip 4 is not tracked either");
         // Once the old addresses' windows are over, new ones are tracked again.
         d.observe(ip(3), 200, 180_000);
         assert_eq!(d.take_unsynced(180_000).1.len(), 1);
