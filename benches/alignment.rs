@@ -14,14 +14,14 @@ use std::io::Cursor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
 use gatehouse::config::{Config, Secret};
 use gatehouse::service::Actor;
 use gatehouse::service::api_keys::CreateApiKeyRequest;
 use gatehouse::service::tenants::CreateTenantRequest;
 use gatehouse::service::workers::{AddWorkerRequest, CreatePoolRequest};
 use gatehouse::simulator::llm::{Simulator, SimulatorConfig};
+
+mod support;
 
 const CLIENTS: usize = 64;
 const WARMUP: Duration = Duration::from_secs(5);
@@ -115,14 +115,8 @@ async fn load(base: String, key: String, model: &'static str, clips: Arc<Vec<(u3
 }
 
 fn main() {
-    let admin = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("gatehouse_bench_align_{}", std::process::id());
-    let Ok(mut admin_conn) = PgConnection::establish(&admin) else {
-        eprintln!("alignment bench: no PostgreSQL at {admin}; skipped");
-        return;
-    };
-    admin_conn.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let Some(scratch) = support::ScratchDb::create("align") else { return };
+    let url = scratch.url.clone();
     let jobs_dir = tempfile::tempdir().unwrap();
 
     let mut config = Config::default();
@@ -144,9 +138,7 @@ fn main() {
             sims.push(sim.port);
             actix_rt::spawn(sim.server);
         }
-        let mut conn = PgConnection::establish(&url).unwrap();
-        gatehouse::db::migrations::run_pending(&mut conn).unwrap();
-        gatehouse::db::partitions::maintain(&mut conn, chrono::Utc::now(), &config.retention).unwrap();
+        let mut conn = scratch.connect();
         let tenant = gatehouse::service::tenants::create(
             &mut conn,
             &CreateTenantRequest { name: "Bench".into(), slug: None, time_zone: None, plan: None },
@@ -215,5 +207,4 @@ fn main() {
         println!("throughput ratio (max 16 / max 1): {:.2}x (target >= 3x)", rates[0] / rates[1].max(f64::MIN_POSITIVE));
         handle.stop(true).await;
     });
-    let _ = admin_conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
 }

@@ -1,8 +1,7 @@
 //! Auth hot paths, measured in-process against a real (migrated) PostgreSQL database:
 //! `/v1` bearer verification with warm caches (JWT and API key), cold JWT signature checks, and
 //! access-token issuing. Run with `cargo bench --bench auth`; figures go in docs/performance.md.
-//! Uses TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres) to create and drop
-//! a scratch database.
+//! Uses a scratch database (`support::ScratchDb`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // benchmark set-up: a failure should stop the run loudly
 
@@ -10,33 +9,17 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
 use gatehouse::auth::service::AuthService;
 use gatehouse::config::{Config, Secret};
 use gatehouse::db::Db;
 use gatehouse::service::Actor;
 
-struct Scratch {
-    admin: String,
-    name: String,
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Ok(mut c) = PgConnection::establish(&self.admin) {
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-        }
-    }
-}
+mod support;
 
 fn bench(c: &mut Criterion) {
     gatehouse::startup::tls::install_crypto_provider();
-    let admin = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("gatehouse_bench_{}", std::process::id());
-    PgConnection::establish(&admin).expect("PostgreSQL reachable").batch_execute(&format!("CREATE DATABASE {name}")).expect("create db");
-    let _scratch = Scratch { admin: admin.clone(), name: name.clone() };
-    let url = format!("{}/{name}", admin.rsplit_once('/').expect("url has a database").0);
+    let scratch = support::ScratchDb::create("auth").expect("PostgreSQL reachable");
+    let url = scratch.url.clone();
 
     let mut config = Config::default();
     config.database.url = Secret::new(url.clone());
@@ -44,9 +27,7 @@ fn bench(c: &mut Criterion) {
     config.auth.master_key = Secret::new(gatehouse::auth::seal::MasterKey::generate_encoded());
     config.auth.pepper = Secret::new("bench-pepper-bench-pepper-bench-pepper-01");
     let auth = AuthService::new(&config).expect("auth service");
-    let mut conn = PgConnection::establish(&url).expect("connect");
-    gatehouse::db::migrations::run_pending(&mut conn).expect("migrate");
-    gatehouse::db::partitions::maintain(&mut conn, chrono::Utc::now(), &config.retention).expect("partitions");
+    let mut conn = scratch.connect();
     gatehouse::auth::rotation::maintain(&mut conn, &auth.master, config.auth.signing_alg, 90, chrono::Utc::now()).expect("keys");
     let tenant = gatehouse::service::tenants::create(
         &mut conn,

@@ -13,6 +13,8 @@ use gatehouse::limits::local::LocalStore;
 use gatehouse::limits::shared::RedisStore;
 use gatehouse::limits::{Demand, Limits, Subject, Verdict};
 
+mod support;
+
 fn subject() -> Subject {
     // A tenant limit and a credential override on requests and tokens: four counters per request.
     let limits = Limits { requests_per_minute: Some(u64::MAX / 4), tokens_per_minute: Some(u64::MAX / 4), ..Limits::default() };
@@ -133,20 +135,9 @@ fn shared(c: &mut Criterion) {
 /// The QuotaAccountant under 5,000 finished requests a second for 10 s (50 tenants × 4 keys ×
 /// 2 models): how many usage write statements reach PostgreSQL. Printed, not timed by criterion.
 fn usage_writes(_: &mut Criterion) {
-    use diesel::connection::SimpleConnection;
-    use diesel::{Connection, PgConnection};
-    let admin = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("gatehouse_bench_usage_{}", std::process::id());
-    let Ok(mut admin_conn) = PgConnection::establish(&admin) else {
-        eprintln!("usage writes: no PostgreSQL at {admin}; skipped");
-        return;
-    };
-    admin_conn.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let Some(scratch) = support::ScratchDb::create("usage") else { return };
+    let url = scratch.url.clone();
     let config = gatehouse::config::Config::default();
-    let mut conn = PgConnection::establish(&url).unwrap();
-    gatehouse::db::migrations::run_pending(&mut conn).unwrap();
-    gatehouse::db::partitions::maintain(&mut conn, chrono::Utc::now(), &config.retention).unwrap();
     // The accountant is an actor: it starts on the current actix arbiter.
     let (writes, requests, rows) = actix_rt::System::new().block_on(async {
         let db = gatehouse::db::Db::new(&url, &config.database);
@@ -176,7 +167,7 @@ fn usage_writes(_: &mut Criterion) {
         accountant.flush().await;
         let rows: i64 = {
             use diesel::prelude::*;
-            let mut c = PgConnection::establish(&url).unwrap();
+            let mut c = scratch.connect();
             diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("(SELECT coalesce(sum(requests), 0)::bigint FROM usage_rollups)"))
                 .get_result(&mut c)
                 .unwrap()
@@ -188,8 +179,6 @@ fn usage_writes(_: &mut Criterion) {
         requests / 10,
         writes as f64 / 10.0
     );
-    drop(conn);
-    let _ = admin_conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
 }
 
 criterion_group! {

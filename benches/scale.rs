@@ -1,5 +1,5 @@
 //! Gatehouse's per-tenant and per-credential state at scale: 10,000 tenants with 10 API keys
-//! each (100,000 keys), in a scratch database on TEST_DATABASE_URL's server. Prints, does not
+//! each (100,000 keys), in a scratch database (`support::ScratchDb`). Prints, does not
 //! assert. Run with `cargo bench --bench scale` (SCALE_TENANTS and SCALE_KEYS_PER_TENANT
 //! change the sizes); the figures go in docs/performance.md.
 //!
@@ -18,7 +18,6 @@
 
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use futures_util::StreamExt;
 use gatehouse::admission::PolicyStore;
@@ -31,6 +30,8 @@ use gatehouse::service::tenants::CreateTenantRequest;
 use gatehouse::service::workers::{AddWorkerRequest, CreatePoolRequest};
 use gatehouse::service::{Actor, api_keys, tenants, workers};
 use gatehouse::simulator::llm::{Simulator, SimulatorConfig};
+
+mod support;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -46,19 +47,6 @@ fn rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).unwrap().parse().unwrap();
     kb / 1024.0
-}
-
-struct Scratch {
-    admin: String,
-    name: String,
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Ok(mut c) = PgConnection::establish(&self.admin) {
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-        }
-    }
 }
 
 fn config(url: &str) -> Config {
@@ -210,15 +198,10 @@ fn main() {
         return part(&name);
     }
     let (tenant_count, per_tenant) = (size("SCALE_TENANTS", 10_000), size("SCALE_KEYS_PER_TENANT", 10));
-    let admin = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("gatehouse_bench_scale_{}", std::process::id());
-    PgConnection::establish(&admin).expect("PostgreSQL reachable").batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    let _scratch = Scratch { admin: admin.clone(), name: name.clone() };
-    let url = format!("{}/{name}", admin.rsplit_once('/').expect("url has a database").0);
+    let Some(scratch) = support::ScratchDb::create("scale") else { return };
+    let url = scratch.url.clone();
     let config = config(&url);
-    let mut conn = PgConnection::establish(&url).unwrap();
-    gatehouse::db::migrations::run_pending(&mut conn).unwrap();
-    gatehouse::db::partitions::maintain(&mut conn, chrono::Utc::now(), &config.retention).unwrap();
+    let mut conn = scratch.connect();
     let started = Instant::now();
     let keys = seed(&mut conn, &config, tenant_count, per_tenant);
     drop(conn);
