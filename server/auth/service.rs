@@ -357,28 +357,27 @@ impl AuthService {
             self.pepper.verify_dummy(key);
             return Err(invalid);
         };
-        let k = &record.key;
-        if !self.pepper.verify(key, &k.secret_hash) || k.environment != parsed.kind {
+        if !self.pepper.verify(key, &record.secret_hash) || record.environment != parsed.kind {
             return Err(invalid);
         }
         let now = Utc::now();
-        if k.revoked_at.is_some() {
+        if record.revoked_at.is_some() {
             return Err(BearerError::InvalidToken("the API key has been revoked"));
         }
-        if k.expires_at.is_some_and(|e| e <= now) {
+        if record.expires_at.is_some_and(|e| e <= now) {
             return Err(BearerError::InvalidToken("the API key has expired"));
         }
         if !record.tenant_active {
             return Err(BearerError::InvalidToken("the tenant is disabled"));
         }
-        if !ip_allowed(&k.ip_allowlist, ip) {
+        if !ip_allowed(&record.ip_allowlist, ip) {
             return Err(BearerError::InvalidToken("the API key may not be used from this address"));
         }
-        self.touch_api_key(db, &k.id);
+        self.touch_api_key(db, &record.id);
         Ok(Principal {
-            tenant_id: TenantId::from_trusted(k.tenant_id.clone()),
+            tenant_id: TenantId::from_trusted(record.tenant_id.clone()),
             kind: CredentialKind::ApiKey,
-            credential_id: k.id.clone(),
+            credential_id: record.id.clone(),
             scopes: record.scopes.clone(),
             client_ip: ip,
         })

@@ -46,11 +46,18 @@ pub struct NewApiKey<'a> {
     pub rolled_from: Option<&'a str>,
 }
 
+/// What authenticating a key needs of it, and no more: cached per key id, so with 100,000 keys
+/// in use the rest of the row (name, limits, timestamps, the plan's entitlements) is not kept.
 #[derive(Debug, Clone)]
 pub struct ApiKeyAuthRecord {
-    pub key: ApiKey,
+    pub id: String,
+    pub tenant_id: String,
+    pub environment: String,
+    pub secret_hash: Vec<u8>,
+    pub ip_allowlist: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
     pub tenant_active: bool,
-    pub entitlements: Vec<String>,
     /// What the key may do now: its token scopes within the plan's entitlements (worked out
     /// once per cached record, not per request).
     pub scopes: Scopes,
@@ -73,18 +80,39 @@ pub fn find(conn: &mut PgConnection, tenant: &TenantId, id: &str) -> QueryResult
 }
 
 pub fn find_for_authentication(conn: &mut PgConnection, id: &str) -> QueryResult<Option<ApiKeyAuthRecord>> {
+    type Row = (String, String, String, Vec<u8>, Vec<String>, Vec<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
     api_keys::table
         .inner_join(tenants::table.inner_join(plans::table))
         .filter(api_keys::id.eq(id))
-        .select((ApiKey::as_select(), tenants::status, plans::entitlements))
-        .first::<(ApiKey, crate::domain::TenantStatus, Vec<String>)>(conn)
+        .select((
+            (
+                api_keys::id,
+                api_keys::tenant_id,
+                api_keys::environment,
+                api_keys::secret_hash,
+                api_keys::scopes,
+                api_keys::ip_allowlist,
+                api_keys::expires_at,
+                api_keys::revoked_at,
+            ),
+            tenants::status,
+            plans::entitlements,
+        ))
+        .first::<(Row, crate::domain::TenantStatus, Vec<String>)>(conn)
         .optional()
         .map(|row| {
-            row.map(|(key, status, entitlements)| ApiKeyAuthRecord {
-                scopes: Scopes::from_stored(&key.scopes).token_scopes().intersect(&Scopes::from_stored(&entitlements)),
-                key,
-                tenant_active: status == crate::domain::TenantStatus::Active,
-                entitlements,
+            row.map(|((id, tenant_id, environment, secret_hash, scopes, ip_allowlist, expires_at, revoked_at), status, entitlements)| {
+                ApiKeyAuthRecord {
+                    scopes: Scopes::from_stored(&scopes).token_scopes().intersect(&Scopes::from_stored(&entitlements)),
+                    id,
+                    tenant_id,
+                    environment,
+                    secret_hash,
+                    ip_allowlist,
+                    expires_at,
+                    revoked_at,
+                    tenant_active: status == crate::domain::TenantStatus::Active,
+                }
             })
         })
 }
