@@ -105,7 +105,7 @@ async fn load(base: String, key: String, model: &'static str, clips: Arc<Vec<(u3
     let mut errors = 0;
     let mut why = std::collections::BTreeMap::<String, usize>::new();
     for t in tasks {
-        let (d, e, w) = t.await.unwrap();
+        let (d, e, w) = t.await.expect("a client task panicked");
         latencies.extend(d);
         errors += e;
         w.into_iter().for_each(|(k, n)| *why.entry(k).or_default() += n);

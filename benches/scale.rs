@@ -14,7 +14,7 @@
 //! The allocator is mimalloc, as in the `gatehouse` binary. Client, simulator and server share
 //! the process and its two cores here, so the request rates are not gateway figures.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)] // benchmark set-up: a failure should stop the run loudly
+#![allow(clippy::expect_used)] // benchmark set-up: a failure stops the run, saying which step failed
 
 use std::time::{Duration, Instant};
 
@@ -44,8 +44,13 @@ fn size(name: &str, default: usize) -> usize {
 
 /// Resident memory of this process, in MB.
 fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).unwrap().parse().unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status (Linux only)");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/self/status");
     kb / 1024.0
 }
 
@@ -69,7 +74,7 @@ fn seed(conn: &mut PgConnection, config: &Config, tenants: usize, per_tenant: us
         conn.transaction::<_, diesel::result::Error, _>(|conn| {
             for t in chunk * 1000..((chunk + 1) * 1000).min(tenants) {
                 let req = CreateTenantRequest { name: format!("Tenant {t:05}"), slug: None, time_zone: None, plan: None };
-                let tenant = TenantId::parse(&tenants::create(conn, &req, &Actor::cli()).unwrap().id).unwrap();
+                let tenant = TenantId::parse(&tenants::create(conn, &req, &Actor::cli()).expect("create a tenant").id).expect("tenant id");
                 for k in 0..per_tenant {
                     let req = CreateApiKeyRequest {
                         name: format!("key {k}"),
@@ -78,12 +83,12 @@ fn seed(conn: &mut PgConnection, config: &Config, tenants: usize, per_tenant: us
                         expires_in_days: None,
                         ip_allowlist: Vec::new(),
                     };
-                    keys.push(api_keys::create(conn, &pepper, &tenant, &req, &Actor::cli()).unwrap().key);
+                    keys.push(api_keys::create(conn, &pepper, &tenant, &req, &Actor::cli()).expect("create an API key").key);
                 }
             }
             Ok(())
         })
-        .unwrap();
+        .expect("seed the tenants and keys");
     }
     keys
 }
@@ -101,16 +106,16 @@ async fn caches(url: &str, config: &Config, keys: &[String]) {
     let mut config = config.clone();
     config.auth.cache_ttl_ms = 3_600_000;
     let db = Db::new(url, &config.database);
-    let auth = AuthService::new(&config).unwrap();
-    let rules = gatehouse::domain::prompt_rules::Catalogue::embedded().unwrap();
+    let auth = AuthService::new(&config).expect("auth service");
+    let rules = gatehouse::domain::prompt_rules::Catalogue::embedded().expect("embedded prompt rule packs");
     let policies = PolicyStore::new(db.clone(), Duration::from_secs(3600), rules);
     let lookup = |key: &str| {
         let (auth, db, policies) = (&auth, &db, &policies);
         let key = key.to_owned();
         async move {
-            let principal = auth.authenticate_api_key(db, &key, None).await.unwrap();
-            let policy = policies.tenant_policy(&principal.tenant_id).await.unwrap();
-            policies.subject(&principal, &policy).await.unwrap();
+            let principal = auth.authenticate_api_key(db, &key, None).await.expect("a seeded key authenticates");
+            let policy = policies.tenant_policy(&principal.tenant_id).await.expect("tenant policy");
+            policies.subject(&principal, &policy).await.expect("key limits");
         }
     };
     let before = rss_mb();
@@ -132,14 +137,14 @@ async fn caches(url: &str, config: &Config, keys: &[String]) {
 
 /// Part 2: one chat completion per key through an in-process Gatehouse with default settings.
 async fn whole_path(url: &str, config: &Config, keys: &[String], simulator: u16) {
-    let mut conn = PgConnection::establish(url).unwrap();
-    let master = gatehouse::auth::seal::MasterKey::from_config(&config.auth.master_key).unwrap();
+    let mut conn = PgConnection::establish(url).expect("connect to the scratch database");
+    let master = gatehouse::auth::seal::MasterKey::from_config(&config.auth.master_key).expect("master key");
     let mut pool = CreatePoolRequest::new("qwen", gatehouse::domain::PoolKind::Llm, vec![MODEL.into()]);
     pool.queue_deadline_ms = Some(30_000);
-    workers::create_pool(&mut conn, &pool, &Actor::cli()).unwrap();
+    workers::create_pool(&mut conn, &pool, &Actor::cli()).expect("create the pool");
     let worker = AddWorkerRequest { base_url: format!("http://127.0.0.1:{simulator}"), api_key: None, slots: Some(256) };
-    workers::add_worker(&mut conn, &master, "qwen", &worker, &Actor::cli()).unwrap();
-    let app = gatehouse::startup::Application::build(config.clone()).await.unwrap();
+    workers::add_worker(&mut conn, &master, "qwen", &worker, &Actor::cli()).expect("add the simulator as worker");
+    let app = gatehouse::startup::Application::build(config.clone()).await.expect("Gatehouse starts");
     let base = format!("http://127.0.0.1:{}/v1/chat/completions", app.port());
     let handle = app.handle();
     let server = actix_rt::spawn(app.run_until_stopped());
@@ -173,9 +178,12 @@ async fn whole_path(url: &str, config: &Config, keys: &[String], simulator: u16)
 /// One part in a process of its own (so neither part's memory shows in the other's readings),
 /// on the database and keys the parent seeded.
 fn part(name: &str) {
-    let url = std::env::var("SCALE_DATABASE_URL").unwrap();
-    let keys: Vec<String> =
-        std::fs::read_to_string(std::env::var("SCALE_KEYS_FILE").unwrap()).unwrap().lines().map(str::to_owned).collect();
+    let url = std::env::var("SCALE_DATABASE_URL").expect("SCALE_DATABASE_URL (set by the parent process)");
+    let keys: Vec<String> = std::fs::read_to_string(std::env::var("SCALE_KEYS_FILE").expect("SCALE_KEYS_FILE (set by the parent process)"))
+        .expect("the keys file")
+        .lines()
+        .map(str::to_owned)
+        .collect();
     let config = config(&url);
     actix_rt::System::new().block_on(async move {
         if name == "caches" {
@@ -185,7 +193,7 @@ fn part(name: &str) {
         sim.ttft_ms = 0;
         sim.tpot_ms = 0;
         sim.max_concurrent = 256;
-        let sim = Simulator::start(sim).unwrap();
+        let sim = Simulator::start(sim).expect("simulator starts");
         actix_rt::spawn(sim.server);
         whole_path(&url, &config, &keys, sim.port).await;
     });
@@ -206,15 +214,15 @@ fn main() {
     let keys = seed(&mut conn, &config, tenant_count, per_tenant);
     drop(conn);
     eprintln!("seeded {tenant_count} tenants and {} API keys in {:.0} s", keys.len(), started.elapsed().as_secs_f64());
-    let keys_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(keys_file.path(), keys.join("\n")).unwrap();
+    let keys_file = tempfile::NamedTempFile::new().expect("a temporary file for the keys");
+    std::fs::write(keys_file.path(), keys.join("\n")).expect("write the keys file");
     for part in ["caches", "path"] {
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
+        let status = std::process::Command::new(std::env::current_exe().expect("this bench's path"))
             .env("SCALE_PART", part)
             .env("SCALE_DATABASE_URL", &url)
             .env("SCALE_KEYS_FILE", keys_file.path())
             .status()
-            .unwrap();
+            .expect("run a part in its own process");
         assert!(status.success(), "the {part} part failed: {status}");
     }
 }
